@@ -1,0 +1,144 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+)
+
+// Policy returns the effective policy in plain text for an administrator,
+// as printed by `mailgate check`: listeners, local domains, who may relay,
+// upstream servers in failover order, limits and logging. The ordering is
+// stable (the order of the file; limits in a fixed order). Call it on a
+// validated configuration.
+func (c *Config) Policy() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	p := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
+	section := func(title string) {
+		tw.Flush()
+		b.WriteString("\n" + title + "\n")
+	}
+
+	src := c.Path
+	if src == "" {
+		src = "(not from a file)"
+	}
+	b.WriteString("Effective policy of " + src + "\n\n")
+	p("hostname\t%s\t(banner \"220 %s ESMTP\", no software name or version)", c.Hostname, c.Hostname)
+
+	section("Listeners")
+	for _, l := range c.Listeners {
+		p("  %s\t%s\tTLS %s\tAUTH %s", l.Name, l.Address, l.TLS, l.Auth)
+		switch {
+		case l.Auth == AuthOff:
+		case l.TLS == TLSStartTLS:
+			p("  \t\t\t(AUTH offered only after STARTTLS; %s)", authWord(l.Auth))
+		case l.TLS == TLSImplicit:
+			p("  \t\t\t(AUTH offered only over the TLS connection; %s)", authWord(l.Auth))
+		}
+	}
+	if len(c.usesTLS()) > 0 {
+		p("  certificate\t%s", c.TLS.Cert)
+		p("  private key\t%s", c.TLS.Key)
+		p("  minimum TLS\t%s", c.TLS.MinVersion)
+	}
+	p("  AUTH is never offered before TLS.")
+
+	section("Local domains (inbound: accepted from anyone, subject to the filters)")
+	if len(c.Domains) == 0 {
+		p("  none: nothing is accepted inbound")
+	}
+	for _, d := range c.Domains {
+		p("  %s", d)
+	}
+
+	section("Relay (mail to any other domain)")
+	if len(c.Relay.Networks) == 0 {
+		p("  networks\tnone")
+	} else {
+		nets := make([]string, len(c.Relay.Networks))
+		for i, n := range c.Relay.Networks {
+			nets[i] = n.String()
+		}
+		p("  networks\t%s\t(may relay without AUTH)", strings.Join(nets, ", "))
+	}
+	if c.Relay.Authenticated == nil || *c.Relay.Authenticated {
+		p("  authenticated users\tyes\t(may relay anywhere)")
+	} else {
+		p("  authenticated users\tno\t(local domains only)")
+	}
+	p("  everyone else\t554 5.7.1 Relay access denied")
+	var authOn []string
+	for _, l := range c.Listeners {
+		if l.Auth != AuthOff {
+			authOn = append(authOn, l.Name)
+		}
+	}
+	if len(authOn) > 0 {
+		users := "?"
+		if c.Auth.Users != nil {
+			users = fmt.Sprint(c.Auth.Users.Len())
+		}
+		p("  AUTH\t%s on %s", strings.Join(c.Auth.Mechanisms, ", "), strings.Join(authOn, ", "))
+		p("  users file\t%s (%s users)", c.Auth.UsersFile, users)
+		p("  AUTH failures\t%d per session, then 421 and disconnect", c.Auth.MaxFailures)
+	} else {
+		p("  AUTH\toffered on no listener")
+	}
+
+	section("Upstream servers (tried in this order)")
+	for i, s := range c.Upstream.Servers {
+		p("  %d. %s\tTLS %s\t%s", i+1, s.Address, s.TLS, verification(s))
+	}
+	p("  connect timeout\t%s", c.Upstream.ConnectTimeout)
+	p("  command timeout\t%s", c.Upstream.CommandTimeout)
+	p("  failed server retried after\t%s", c.Upstream.RetryAfter)
+
+	l := c.Limits
+	section("Limits")
+	p("  max_message_size\t%s\t(advertised with SIZE; larger: 552 5.3.4)", l.MaxMessageSize)
+	p("  max_recipients\t%d\tper message", l.MaxRecipients)
+	p("  max_received_headers\t%d\t(mail loop protection; more: 554 5.4.6)", l.MaxReceivedHeaders)
+	p("  max_line_length\t%d\tbytes per command line, CRLF included (longer: 500 5.5.2)", l.MaxLineLength)
+	p("  max_commands\t%d\tper session", l.MaxCommands)
+	p("  max_errors\t%d\tprotocol errors per session, then 421", l.MaxErrors)
+	p("  max_messages_per_session\t%d", l.MaxMessagesPerSession)
+	p("  timeouts\tgreeting %s, command %s, data %s", l.Timeouts.Greeting, l.Timeouts.Command, l.Timeouts.Data)
+	p("  spool_threshold\t%s\t(larger messages are spooled to a temporary file)", l.SpoolThreshold)
+	bare := "normalized to CRLF"
+	if l.BareLineEndings == "reject" {
+		bare = "rejected (550 5.6.0)"
+	}
+	p("  bare_line_endings\t%s\tbare CR/LF in DATA %s; end-of-data look-alikes always rejected", l.BareLineEndings, bare)
+
+	section("Log")
+	p("  format\t%s", c.Log.Format)
+	p("  level\t%s", c.Log.Level)
+	tw.Flush()
+	return b.String()
+}
+
+func authWord(m AuthMode) string {
+	if m == AuthRequired {
+		return "required before MAIL"
+	}
+	return "optional"
+}
+
+func verification(s UpstreamServer) string {
+	if s.TLS == TLSNone {
+		return "clear text, NOT ENCRYPTED"
+	}
+	if s.InsecureSkipVerify {
+		return "certificate NOT VERIFIED"
+	}
+	name := s.ServerName
+	if name == "" {
+		name = "the address's host"
+	}
+	if s.CA != "" {
+		return fmt.Sprintf("verified with CA file %s as %s", s.CA, name)
+	}
+	return fmt.Sprintf("verified with system roots as %s", name)
+}

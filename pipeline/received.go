@@ -1,0 +1,80 @@
+package pipeline
+
+import (
+	"crypto/tls"
+	"strings"
+
+	"mailgate/smtpd"
+)
+
+// receivedHeader is the gateway's own trace field (RFC 5321 §4.4), with
+// the TLS version and cipher the client used, folded at 78 columns.
+func (h *handler) receivedHeader() string {
+	s := h.s
+	helo := smtpd.Sanitize(s.Helo, 255)
+	helo = strings.NewReplacer("(", "", ")", "", ";", "").Replace(helo)
+	ip := s.ClientIP().String()
+	if s.ClientIP().Is6() {
+		ip = "IPv6:" + ip
+	}
+	with := "SMTP"
+	if s.Extended {
+		with = "ESMTP"
+		if s.TLS != nil {
+			with += "S"
+		}
+		if s.AuthUser != "" {
+			with += "A"
+		}
+	}
+	parts := []string{"from " + helo + " ([" + ip + "])"}
+	if s.TLS != nil {
+		parts = append(parts, "(using "+tlsVersion(s.TLS.Version)+" with cipher "+tls.CipherSuiteName(s.TLS.CipherSuite)+")")
+	}
+	parts = append(parts, "by "+h.g.Hostname, "with "+with, "id "+h.messageID())
+	if len(h.t.Rcpts) == 1 {
+		// Only for a single recipient: naming several would disclose
+		// Bcc recipients to each other (RFC 5321 §7.2).
+		parts = append(parts, "for <"+smtpd.Sanitize(h.t.Rcpts[0].String(), 256)+">;")
+	} else {
+		parts[len(parts)-1] += ";"
+	}
+	parts = append(parts, h.g.now().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	return fold("Received: ", parts)
+}
+
+// fold joins words into a header field folded before 78 columns.
+func fold(name string, words []string) string {
+	var b strings.Builder
+	b.WriteString(name)
+	col := len(name)
+	for i, w := range words {
+		if i > 0 {
+			if col+1+len(w) > 78 {
+				b.WriteString("\r\n\t")
+				col = 8
+			} else {
+				b.WriteByte(' ')
+				col++
+			}
+		}
+		b.WriteString(w)
+		col += len(w)
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS10:
+		return "TLSv1.0"
+	}
+	return "TLS"
+}

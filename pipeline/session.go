@@ -1,0 +1,289 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"mailgate/smtpd"
+	"mailgate/upstream"
+)
+
+// Gateway is what every session shares: the filters, the upstream and
+// how to log.
+type Gateway struct {
+	Hostname string
+	Pipeline *Pipeline
+	Upstream *upstream.Relay
+	Log      *slog.Logger
+	// RejectBareLineEndings refuses messages with a bare CR or LF instead
+	// of normalising them (limits.bare_line_endings: reject).
+	RejectBareLineEndings bool
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// NewHandler returns the smtpd.Handler for one connection.
+func (g *Gateway) NewHandler(info smtpd.ConnInfo) smtpd.Handler {
+	return &handler{g: g, s: &Session{
+		ID:       info.ID,
+		Listener: info.Listener,
+		Client:   info.Remote,
+		Local:    info.Local,
+	}, start: g.now()}
+}
+
+func (g *Gateway) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
+// handler glues the protocol engine to the pipeline and the upstream.
+type handler struct {
+	g     *Gateway
+	s     *Session
+	start time.Time
+
+	t        *Transaction
+	txnStart time.Time
+	txnCount int
+	// up is the upstream session, opened lazily at the first recipient
+	// that passes our filters and kept across the client's messages.
+	up *upstream.Conn
+	// upMail: MAIL was mirrored upstream for the current transaction.
+	upMail bool
+	// upMailRefusal is the upstream's refusal of MAIL, repeated to every
+	// recipient of this transaction.
+	upMailRefusal *smtpd.Reply
+	rejectedRcpts []string
+}
+
+func refusal(v Verdict) *smtpd.Reply {
+	r := v.Reply
+	return &r
+}
+
+func (h *handler) Connect(ctx context.Context) *smtpd.Reply {
+	if v := h.g.Pipeline.Connect(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
+		return refusal(v)
+	}
+	return nil
+}
+
+func (h *handler) Helo(ctx context.Context, name string, extended bool) *smtpd.Reply {
+	h.s.Helo, h.s.Extended = name, extended
+	if v := h.g.Pipeline.Helo(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
+		return refusal(v)
+	}
+	return nil
+}
+
+func (h *handler) TLSStarted(state tls.ConnectionState) {
+	h.s.TLS = &state
+	h.s.Helo = ""
+}
+
+func (h *handler) Authenticated(user string) { h.s.AuthUser = user }
+
+func (h *handler) AuthFailed(user string) {
+	h.g.Log.Info("authentication failed", "session", h.s.ID, "client", h.s.ClientIP().String(),
+		"user", smtpd.Sanitize(user, 64))
+}
+
+func (h *handler) Mail(ctx context.Context, from smtpd.Path, size int64) *smtpd.Reply {
+	h.t = &Transaction{From: from, Size: size}
+	h.txnStart = h.g.now()
+	h.txnCount++
+	if v := h.g.Pipeline.Mail(ctx, h.s, h.t); v.Action == Reject || v.Action == Tempfail {
+		h.endTxn("rejected at mail", &v.Reply, "")
+		return refusal(v)
+	}
+	return nil
+}
+
+var replyUpstreamDown = smtpd.Reply{Code: 451, Enhanced: [3]int{4, 4, 1}, Text: "Upstream temporarily unavailable, try again later"}
+
+// upstreamReply maps an upstream error to the client's reply: refusals
+// verbatim, anything else a 451.
+func upstreamReply(err error) *smtpd.Reply {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		r := smtpd.Reply{Code: se.Code, Text: se.Message}
+		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != (smtp.EnhancedCode{}) {
+			r.Enhanced = [3]int(se.EnhancedCode)
+		}
+		return &r
+	}
+	r := replyUpstreamDown
+	return &r
+}
+
+// ensureUpstream opens the upstream session if needed and mirrors MAIL.
+func (h *handler) ensureUpstream(ctx context.Context) *smtpd.Reply {
+	if h.upMailRefusal != nil {
+		return h.upMailRefusal
+	}
+	if h.up != nil && h.up.Broken() {
+		_ = h.up.Close()
+		h.up = nil
+		h.upMail = false
+	}
+	if h.up == nil {
+		up, err := h.g.Upstream.Open(ctx)
+		if err != nil {
+			h.g.Log.Warn("upstream unavailable", "session", h.s.ID, "err", err)
+			return upstreamReply(err)
+		}
+		h.up = up
+	}
+	if !h.upMail {
+		var opts *smtp.MailOptions
+		if h.t.Size > 0 {
+			opts = &smtp.MailOptions{Size: h.t.Size}
+		}
+		if err := h.up.Mail(ctx, h.t.From.String(), opts); err != nil {
+			h.g.Log.Info("upstream refused sender", "session", h.s.ID, "err", err)
+			r := upstreamReply(err)
+			if !h.up.Broken() {
+				h.upMailRefusal = r
+			}
+			return r
+		}
+		h.upMail = true
+	}
+	return nil
+}
+
+func (h *handler) Rcpt(ctx context.Context, to smtpd.Path) *smtpd.Reply {
+	if v := h.g.Pipeline.Rcpt(ctx, h.s, h.t, to); v.Action == Reject || v.Action == Tempfail {
+		h.rejectedRcpts = append(h.rejectedRcpts, to.String())
+		return refusal(v)
+	}
+	if r := h.ensureUpstream(ctx); r != nil {
+		h.rejectedRcpts = append(h.rejectedRcpts, to.String())
+		return r
+	}
+	if err := h.up.Rcpt(ctx, to.String(), nil); err != nil {
+		h.rejectedRcpts = append(h.rejectedRcpts, to.String())
+		return upstreamReply(err)
+	}
+	h.t.Rcpts = append(h.t.Rcpts, to)
+	return nil
+}
+
+func (h *handler) DataStart(ctx context.Context) *smtpd.Reply { return nil }
+
+var (
+	replySmuggling = smtpd.Reply{Code: 550, Enhanced: [3]int{5, 6, 0},
+		Text: "Message refused: end-of-data look-alike with bare CR or LF (SMTP smuggling)"}
+	replyBareEOL = smtpd.Reply{Code: 550, Enhanced: [3]int{5, 6, 0},
+		Text: "Message refused: bare CR or LF line endings are not allowed"}
+)
+
+func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataResult) smtpd.Reply {
+	t := h.t
+	if res.Smuggling || res.Bare() && h.g.RejectBareLineEndings {
+		r := replySmuggling
+		reason := "end-of-data look-alike in DATA"
+		if !res.Smuggling {
+			r, reason = replyBareEOL, "bare line endings"
+		}
+		t.Decisions = append(t.Decisions, Decision{Filter: "smtp-smuggling", Stage: StageData,
+			Verdict: Verdict{Action: Reject, Reply: r, Reason: fmt.Sprintf("%s (bare LF %d, bare CR %d)", reason, res.BareLF, res.BareCR)}})
+		h.endTxn("rejected at data", &r, "")
+		return r
+	}
+	if v := h.g.Pipeline.Data(ctx, h.s, t, msg); v.Action == Reject || v.Action == Tempfail {
+		h.endTxn("rejected at data", &v.Reply, "")
+		return v.Reply
+	}
+
+	header := h.receivedHeader() + strings.Join(t.AddHeaders, "")
+	if r := h.ensureUpstreamForData(ctx); r != nil {
+		h.endTxn("tempfailed", r, "")
+		return *r
+	}
+	if err := h.up.Data(ctx, io.MultiReader(strings.NewReader(header), msg.Reader())); err != nil {
+		r := upstreamReply(err)
+		h.g.Log.Warn("upstream did not take the message", "session", h.s.ID, "err", err)
+		h.upMail = false
+		h.endTxn("upstream refused", r, err.Error())
+		return *r
+	}
+	h.upMail = false
+	h.s.Messages++
+	r := smtpd.Reply{Code: 250, Enhanced: [3]int{2, 0, 0}, Text: "Ok: queued as " + h.messageID()}
+	h.endTxn("delivered", &r, "")
+	_ = msg
+	return r
+}
+
+// ensureUpstreamForData makes sure the upstream session is still there
+// after the (possibly long) DATA transfer; if it was lost, it is reopened
+// and MAIL and every recipient replayed, so no message fails for an idle
+// upstream timeout.
+func (h *handler) ensureUpstreamForData(ctx context.Context) *smtpd.Reply {
+	if h.up != nil && !h.up.Broken() && h.upMail {
+		return nil
+	}
+	h.upMail = false
+	if r := h.ensureUpstream(ctx); r != nil {
+		return r
+	}
+	for _, rc := range h.t.Rcpts {
+		if err := h.up.Rcpt(ctx, rc.String(), nil); err != nil {
+			// The recipients were accepted once; a refusal now is not
+			// the client's fault: let it retry the whole message.
+			r := replyUpstreamDown
+			return &r
+		}
+	}
+	return nil
+}
+
+func (h *handler) messageID() string { return fmt.Sprintf("%s.%d", h.s.ID, h.txnCount) }
+
+func (h *handler) Reset() {
+	if h.t != nil {
+		h.endTxn("aborted", nil, "")
+	}
+	if h.up != nil && h.upMail && !h.up.Broken() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := h.up.Reset(ctx); err != nil {
+			h.g.Log.Debug("upstream RSET failed", "session", h.s.ID, "err", err)
+		}
+		cancel()
+	}
+	h.upMail = false
+	h.upMailRefusal = nil
+}
+
+func (h *handler) Close(stats smtpd.Stats) {
+	if h.t != nil {
+		h.endTxn("aborted", nil, "")
+	}
+	if h.up != nil {
+		_ = h.up.Close()
+		h.up = nil
+	}
+	h.logSession(stats)
+}
+
+// endTxn logs the transaction and forgets it.
+func (h *handler) endTxn(outcome string, r *smtpd.Reply, upstreamErr string) {
+	if h.t == nil {
+		return
+	}
+	h.logMessage(outcome, r, upstreamErr)
+	h.t = nil
+	h.rejectedRcpts = nil
+}

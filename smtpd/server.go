@@ -1,0 +1,230 @@
+// Package smtpd is the gateway's SMTP server protocol engine.
+//
+// It is written for the gateway rather than taken from go-smtp's server,
+// which cannot do what SPEC §4 asks (see docs/design.md): a connect stage
+// before the banner, a 512-octet command line limit separate from
+// 998-octet body lines, command and error limits, idle timeouts that hold
+// during DATA, STARTTLS and AUTH only as configured, replies that never
+// echo client input, and a DATA reader that defeats SMTP smuggling. The
+// policy lives in the Handler; this package only speaks the protocol.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// TLSMode is how a listener offers TLS.
+type TLSMode int
+
+const (
+	TLSNone TLSMode = iota
+	TLSStartTLS
+	TLSImplicit
+)
+
+// AuthMode is whether a listener offers or requires AUTH.
+type AuthMode int
+
+const (
+	AuthOff AuthMode = iota
+	AuthOptional
+	AuthRequired
+)
+
+// Authenticator checks credentials. It must take the same time for
+// unknown users as for wrong passwords.
+type Authenticator interface {
+	Verify(user, password string) bool
+}
+
+// Config is what the engine needs to know about one listener.
+type Config struct {
+	Name      string // listener name, for logs
+	Hostname  string
+	TLSMode   TLSMode
+	TLSConfig *tls.Config
+	AuthMode  AuthMode
+	// AuthMechanisms offered after TLS: "PLAIN", "LOGIN".
+	AuthMechanisms  []string
+	Authenticator   Authenticator
+	MaxAuthFailures int
+
+	MaxLineLength  int
+	MaxCommands    int
+	MaxErrors      int
+	MaxMessageSize int64
+	SpoolThreshold int64
+	SpoolDir       string
+
+	GreetingTimeout time.Duration
+	CommandTimeout  time.Duration
+	DataTimeout     time.Duration
+}
+
+// ConnInfo describes a client connection to the Handler.
+type ConnInfo struct {
+	ID       string
+	Listener string
+	Remote   netip.AddrPort
+	Local    netip.AddrPort
+}
+
+// Handler is the policy side of one SMTP connection. A nil *Reply from a
+// method means "the default positive reply".
+type Handler interface {
+	// Connect runs before the banner; a reply refuses the connection.
+	Connect(ctx context.Context) *Reply
+	// Helo is called for HELO/EHLO with the client's name.
+	Helo(ctx context.Context, name string, extended bool) *Reply
+	// TLSStarted is called after a STARTTLS handshake; the session state
+	// is reset as RFC 3207 requires.
+	TLSStarted(state tls.ConnectionState)
+	// Authenticated is called after a successful AUTH.
+	Authenticated(user string)
+	// AuthFailed is called after each failed AUTH attempt.
+	AuthFailed(user string)
+	// Mail starts a transaction.
+	Mail(ctx context.Context, from Path, size int64) *Reply
+	// Rcpt adds a recipient.
+	Rcpt(ctx context.Context, to Path) *Reply
+	// DataStart is called at DATA before the 354.
+	DataStart(ctx context.Context) *Reply
+	// Data is called with the whole message; its reply is final.
+	Data(ctx context.Context, msg *Message, res DataResult) Reply
+	// Reset ends the current transaction (RSET, a new EHLO, after DATA).
+	Reset()
+	// Close is called once when the connection ends.
+	Close(stats Stats)
+}
+
+// Stats summarises a finished connection for the session log.
+type Stats struct {
+	Commands int
+	Errors   int
+	// Reason the connection ended: "quit", "timeout", "client closed",
+	// "too many errors", ...
+	End      string
+	Duration time.Duration
+	TLS      bool
+}
+
+// Server serves SMTP on listeners with one Handler per connection.
+type Server struct {
+	cfg        Config
+	newHandler func(ConnInfo) Handler
+	log        *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// NewServer returns a server for one listener configuration.
+func NewServer(cfg Config, newHandler func(ConnInfo) Handler, log *slog.Logger) *Server {
+	if cfg.MaxLineLength <= 0 {
+		cfg.MaxLineLength = 512
+	}
+	return &Server{cfg: cfg, newHandler: newHandler, log: log,
+		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("smtpd: server closed")
+
+// Serve accepts connections on l until it is closed.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			// Anything else (EMFILE, ECONNABORTED, ...) is treated as
+			// temporary: never let one stop the listener.
+			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed, retrying", "listener", s.cfg.Name, "err", err, "delay", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Shutdown stops accepting, lets sessions finish until ctx is done, then
+// closes the rest with a 421.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+	for c := range s.conns {
+		c.drain()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.abort()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Active returns the number of open connections.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
