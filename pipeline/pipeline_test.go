@@ -1,0 +1,80 @@
+package pipeline
+
+import (
+	"context"
+	"testing"
+)
+
+// fake is a filter with a fixed rcpt verdict.
+type fake struct {
+	name  string
+	kind  Kind
+	v     Verdict
+	calls int
+	panic bool
+}
+
+func (f *fake) Name() string { return f.name }
+func (f *fake) Kind() Kind   { return f.kind }
+func (f *fake) Rcpt(context.Context, *Session, *Transaction, Address) Verdict {
+	f.calls++
+	if f.panic {
+		panic("boom")
+	}
+	return f.v
+}
+
+func TestPipelineOrderAndVerdicts(t *testing.T) {
+	allow := &fake{name: "allowlist", kind: Antispam, v: Whitelist("sender on allow list")}
+	spam := &fake{name: "antispam", kind: Antispam, v: Refuse(550, [3]int{5, 7, 1}, "spam", "listed")}
+	relay := &fake{name: "relay", kind: Policy, v: Refuse(554, [3]int{5, 7, 1}, "Relay access denied", "not local")}
+	var observed []Decision
+	p := New(Entry{allow, Enforce}, Entry{spam, Enforce}, Entry{relay, Enforce})
+	p.Observe = func(d Decision) { observed = append(observed, d) }
+	s, tx := &Session{}, &Transaction{}
+	v := p.Rcpt(context.Background(), s, tx, Address{})
+	if v.Reply.Code != 554 {
+		t.Fatalf("verdict %+v: accept must skip antispam but never relay control", v)
+	}
+	if spam.calls != 0 || !s.Whitelisted {
+		t.Errorf("antispam filter called %d times after accept", spam.calls)
+	}
+	if len(tx.Decisions) != 3 || !tx.Decisions[1].Skipped || len(observed) != 3 {
+		t.Errorf("decisions %+v", tx.Decisions)
+	}
+}
+
+func TestShadowMode(t *testing.T) {
+	spam := &fake{name: "antispam", kind: Antispam, v: Refuse(550, [3]int{5, 7, 1}, "spam", "listed")}
+	p := New(Entry{spam, Shadow})
+	tx := &Transaction{}
+	if v := p.Rcpt(context.Background(), &Session{}, tx, Address{}); v.Action != Continue {
+		t.Fatalf("shadow filter applied: %+v", v)
+	}
+	if len(tx.Decisions) != 1 || !tx.Decisions[0].Shadow || tx.Decisions[0].Verdict.Action != Reject {
+		t.Errorf("shadow decision not recorded: %+v", tx.Decisions)
+	}
+}
+
+func TestScoreAndPanic(t *testing.T) {
+	score := &fake{name: "score", kind: Antispam, v: Verdict{Action: Score, Score: 2.5, Tag: "listed"}}
+	bad := &fake{name: "bad", kind: Policy, panic: true}
+	p := New(Entry{score, Enforce}, Entry{bad, Enforce})
+	s, tx := &Session{}, &Transaction{}
+	v := p.Rcpt(context.Background(), s, tx, Address{})
+	if s.Score != 2.5 || len(s.Tags) != 1 {
+		t.Errorf("score %v tags %v", s.Score, s.Tags)
+	}
+	if v.Action != Tempfail || v.Reply.String() != "451 4.3.0 Temporary local problem, try again later" {
+		t.Errorf("a panicking filter must tempfail the message: %+v", v)
+	}
+}
+
+func TestExpiredContextTempfails(t *testing.T) {
+	f := &fake{name: "f", kind: Policy}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if v := New(Entry{f, Enforce}).Rcpt(ctx, &Session{}, &Transaction{}, Address{}); v.Action != Tempfail || f.calls != 0 {
+		t.Errorf("verdict %+v calls %d", v, f.calls)
+	}
+}
