@@ -50,7 +50,7 @@ type conn struct {
 	end                            string
 
 	draining atomic.Bool
-	busy     atomic.Bool // inside a transaction or DATA: not interrupted by drain
+	busy     atomic.Bool // inside DATA: a drain lets the message finish
 }
 
 // deadlineReader sets a read deadline before every read: an idle timeout,
@@ -91,8 +91,9 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// drain asks an idle connection to close with a 421; a connection in a
-// transaction finishes it first.
+// drain asks the connection to close with a 421 at its next command; a
+// message being received (DATA) is finished first. Nothing is lost: a
+// transaction cut before the end of DATA was never acknowledged.
 func (c *conn) drain() {
 	c.draining.Store(true)
 	if !c.busy.Load() {
@@ -165,7 +166,7 @@ func (c *conn) serve() {
 		if c.handle(line) {
 			return
 		}
-		if c.draining.Load() && !c.inTxn {
+		if c.draining.Load() {
 			c.end = "shutdown"
 			c.reply(replyShutdown)
 			return
@@ -364,7 +365,6 @@ func (c *conn) resetTxn() {
 		c.h.Reset()
 	}
 	c.inTxn, c.rcpts = false, 0
-	c.busy.Store(false)
 }
 
 // cutPrefixFold is strings.CutPrefix, ignoring ASCII case.
@@ -426,7 +426,6 @@ func (c *conn) mail(arg string) bool {
 	r := c.h.Mail(ctx, from, size)
 	if r == nil || r.Positive() {
 		c.inTxn = true
-		c.busy.Store(true)
 	}
 	return c.send(r, Reply{Code: 250, Enhanced: [3]int{2, 1, 0}, Text: "Sender ok"})
 }
@@ -472,6 +471,8 @@ func (c *conn) data(arg string) bool {
 		c.resetTxn()
 		return closeConn
 	}
+	c.busy.Store(true)
+	defer c.busy.Store(false)
 	c.reply(replyData)
 	c.flush()
 
