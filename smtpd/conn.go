@@ -321,14 +321,12 @@ func (c *conn) ctx(d time.Duration) (context.Context, context.CancelFunc) {
 }
 
 func (c *conn) hello(arg string, extended bool) bool {
-	name := strings.TrimSpace(arg)
-	if name == "" || len(name) > 255 || strings.ContainsAny(name, " \t") && !strings.HasPrefix(name, "[") {
-		if i := strings.IndexAny(name, " \t"); i > 0 && len(name) <= 255 {
-			name = name[:i] // "EHLO name extra words": keep the name
-		} else {
-			return c.protocolError(replyHeloSyntax)
-		}
+	// Only the first word counts; some clients add more.
+	fields := strings.Fields(arg)
+	if len(fields) == 0 || len(fields[0]) > 255 {
+		return c.protocolError(replyHeloSyntax)
 	}
+	name := fields[0]
 	c.resetTxn()
 	ctx, cancel := c.ctx(c.cfg.CommandTimeout)
 	defer cancel()

@@ -92,7 +92,7 @@ func (c *Conn) EHLOExtension(name string) (bool, string) {
 
 // Broken reports that the session failed in a way that leaves it unusable
 // (network error, timeout, cancellation, 421, reply out of step): the
-// caller must not reuse it, only Close it.
+// caller must not reuse it, only Close it. A closed Conn is broken too.
 func (c *Conn) Broken() bool { return c.broken.Load() }
 
 // LastDataReply is the text of the upstream's 250 reply to the last
@@ -252,7 +252,7 @@ func (c *Conn) do(ctx context.Context, op string, limit time.Duration, fn func()
 	stop := context.AfterFunc(ctx, c.raw.interrupt)
 	err := fn()
 	stop()
-	ioErr, interrupted, active := c.raw.end()
+	interrupted, active, ioErr := c.raw.end()
 	if err == nil {
 		return nil
 	}
@@ -274,10 +274,23 @@ func (c *Conn) do(ctx context.Context, op string, limit time.Duration, fn func()
 		return &Error{Op: op, Server: c.server, Err: err}
 	}
 	c.broken.Store(true)
-	if interrupted && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	if cerr := ctxErr(ctx); cerr != nil {
+		err = fmt.Errorf("%w (%w)", cerr, err)
 	}
 	return &Error{Op: op, Server: c.server, Err: err}
+}
+
+// ctxErr is ctx.Err(), or DeadlineExceeded as soon as the deadline has
+// passed (the connection's deadline, set to the same instant, may fire
+// before the context's own timer).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // checkLine refuses CR and LF in command arguments (go-smtp does too, but

@@ -123,13 +123,13 @@ func (c *limitConn) interrupt() {
 
 // end finishes a call, lifts its limit and reports whether I/O failed,
 // the call was interrupted, and whether any I/O was attempted at all.
-func (c *limitConn) end() (ioErr error, interrupted, active bool) {
+func (c *limitConn) end() (interrupted, active bool, ioErr error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ioErr, interrupted, active = c.ioErr, c.interrupted, c.active
+	interrupted, active, ioErr = c.interrupted, c.active, c.ioErr
 	c.limit, c.interrupted, c.ioErr, c.active = time.Time{}, false, nil, false
 	c.apply()
-	return ioErr, interrupted, active
+	return interrupted, active, ioErr
 }
 
 // greetedConn feeds a synthetic "220" greeting to go-smtp's client before

@@ -279,7 +279,7 @@ func (r *Relay) noteFailure(s *server, start time.Time, err error) {
 func (r *Relay) Open(ctx context.Context) (*Conn, error) {
 	oe := &OpenError{}
 	for _, s := range r.order() {
-		if err := ctx.Err(); err != nil {
+		if err := ctxErr(ctx); err != nil {
 			oe.Err = err
 			break
 		}
@@ -291,10 +291,10 @@ func (r *Relay) Open(ctx context.Context) (*Conn, error) {
 			r.log.Debug("upstream session opened", "upstream", s.cfg.Address, "latency", latency, "tls", c.tlsState != nil)
 			return c, nil
 		}
-		if ctx.Err() != nil {
+		if cerr := ctxErr(ctx); cerr != nil {
 			// Our caller gave up: that says nothing about the server.
 			oe.Attempts = append(oe.Attempts, AttemptError{Server: s.cfg.Address, Err: err})
-			oe.Err = ctx.Err()
+			oe.Err = cerr
 			break
 		}
 		r.noteFailure(s, start, err)

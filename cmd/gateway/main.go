@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -183,8 +185,9 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 }
 
 func cmdPasswd(stdin io.Reader, stdout, stderr io.Writer) int {
-	var pw string
-	if _, err := fmt.Fscanln(stdin, &pw); err != nil || pw == "" {
+	line, _ := bufio.NewReader(stdin).ReadString('\n')
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
 		fmt.Fprintln(stderr, "mailgate passwd: give the password on standard input")
 		return 2
 	}

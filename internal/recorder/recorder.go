@@ -81,9 +81,9 @@ type Options struct {
 	RequireTLS bool
 	// Lenient ends DATA at a "." line preceded by CRLF, LF or CR and
 	// terminated by CRLF, LF or CR — like unpatched MTAs vulnerable to SMTP
-	// smuggling — and parses whatever follows as commands. Command lines
-	// may then end in a bare LF, and empty command lines are ignored.
-	// Without Lenient only CRLF.CRLF ends DATA (RFC 5321).
+	// smuggling — and parses whatever follows as commands; empty command
+	// lines are then ignored. Without Lenient only CRLF.CRLF ends DATA
+	// (RFC 5321). In both modes a command line may end in a bare LF.
 	Lenient bool
 	// MaxSize is the largest message accepted (advertised with SIZE);
 	// default 64 MiB. Larger ones are read to the end and refused with 552.
