@@ -138,7 +138,7 @@ func (h *handler) ensureUpstream(ctx context.Context) *smtpd.Reply {
 		h.upMail = false
 	}
 	if h.up == nil {
-		up, err := h.g.Upstream.Open(ctx)
+		up, err := h.g.Upstream.Get(ctx)
 		if err != nil {
 			h.g.Log.Warn("upstream unavailable", "session", h.s.ID, "err", err)
 			return upstreamReply(err)
@@ -150,7 +150,18 @@ func (h *handler) ensureUpstream(ctx context.Context) *smtpd.Reply {
 		if h.t.Size > 0 {
 			opts = &smtp.MailOptions{Size: h.t.Size}
 		}
-		if err := h.up.Mail(ctx, h.t.From.String(), opts); err != nil {
+		err := h.up.Mail(ctx, h.t.From.String(), opts)
+		if err != nil && h.up.Broken() && h.up.Reused() {
+			// The idle session had been closed by the upstream: that is
+			// no failure, open a fresh one.
+			_ = h.up.Close()
+			if h.up, err = h.g.Upstream.Open(ctx); err != nil {
+				h.g.Log.Warn("upstream unavailable", "session", h.s.ID, "err", err)
+				return upstreamReply(err)
+			}
+			err = h.up.Mail(ctx, h.t.From.String(), opts)
+		}
+		if err != nil {
 			h.g.Log.Info("upstream refused sender", "session", h.s.ID, "err", err)
 			r := upstreamReply(err)
 			if !h.up.Broken() {
@@ -260,6 +271,8 @@ func (h *handler) Reset() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := h.up.Reset(ctx); err != nil {
 			h.g.Log.Debug("upstream RSET failed", "session", h.s.ID, "err", err)
+			_ = h.up.Close()
+			h.up = nil
 		}
 		cancel()
 	}
@@ -272,7 +285,11 @@ func (h *handler) Close(stats smtpd.Stats) {
 		h.endTxn("aborted", nil, "")
 	}
 	if h.up != nil {
-		_ = h.up.Close()
+		if h.upMail {
+			_ = h.up.Close()
+		} else {
+			h.g.Upstream.Release(h.up)
+		}
 		h.up = nil
 	}
 	h.logSession(stats)

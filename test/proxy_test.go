@@ -229,3 +229,36 @@ func TestUpstreamTLSVerified(t *testing.T) {
 		})
 	}
 }
+
+// Upstream sessions are reused across client sessions; one that the
+// upstream closed while idle is replaced without the client noticing.
+func TestUpstreamSessionReuse(t *testing.T) {
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	for i := 0; i < 3; i++ {
+		c := client(t, "127.0.0.9", addr)
+		if err := send(c, "alice@example.net", []string{"bob@example.com"}, testMessage); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		c.Quit()
+	}
+	if _, err := up.WaitMessages(3, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := up.Sessions(); n != 1 {
+		t.Errorf("3 client sessions used %d upstream sessions, want 1 (reused)", n)
+	}
+
+	// The upstream restarts: the idle session is dead.
+	upAddr := up.Addr()
+	up.Close()
+	up2 := startUpstream(t, recorder.Options{Addr: upAddr})
+	c := client(t, "127.0.0.9", addr)
+	if err := send(c, "alice@example.net", []string{"bob@example.com"}, testMessage); err != nil {
+		t.Fatalf("after upstream restart: %v", err)
+	}
+	if _, err := up2.WaitMessages(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

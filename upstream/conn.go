@@ -69,6 +69,8 @@ type Conn struct {
 	mu     sync.Mutex
 	busy   bool
 	closed bool
+	// reused: taken from the idle pool.
+	reused bool
 }
 
 // Server is the upstream's configured address. For logs only.

@@ -136,8 +136,12 @@ type Relay struct {
 	// dial is net.Dialer.DialContext; replaceable in tests.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	maxIdle     int
+	idleTimeout time.Duration
+
 	mu      sync.Mutex
 	servers []*server
+	idle    []idleConn // oldest first
 }
 
 // New checks cfg, loads the CA files and prepares the TLS configurations.
@@ -157,6 +161,8 @@ func New(cfg config.Upstream, helo string, log *slog.Logger) (*Relay, error) {
 		connectTimeout: orDefault(cfg.ConnectTimeout.D(), DefaultConnectTimeout),
 		commandTimeout: orDefault(cfg.CommandTimeout.D(), DefaultCommandTimeout),
 		retryAfter:     orDefault(cfg.RetryAfter.D(), DefaultRetryAfter),
+		maxIdle:        DefaultMaxIdle,
+		idleTimeout:    DefaultIdleTimeout,
 		log:            log,
 	}
 	r.dial = (&net.Dialer{}).DialContext

@@ -180,6 +180,7 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 		}()
 	}
 	wg.Wait()
+	g.relay.CloseIdle()
 	log.Info("stopped")
 	return 0
 }
