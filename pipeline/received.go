@@ -7,12 +7,15 @@ import (
 	"mailgate/smtpd"
 )
 
+// heloCleaner drops what would change the structure of the Received field.
+var heloCleaner = strings.NewReplacer("(", "", ")", "", ";", "")
+
 // receivedHeader is the gateway's own trace field (RFC 5321 §4.4), with
 // the TLS version and cipher the client used, folded at 78 columns.
 func (h *handler) receivedHeader() string {
 	s := h.s
 	helo := smtpd.Sanitize(s.Helo, 255)
-	helo = strings.NewReplacer("(", "", ")", "", ";", "").Replace(helo)
+	helo = heloCleaner.Replace(helo)
 	ip := s.ClientIP().String()
 	if s.ClientIP().Is6() {
 		ip = "IPv6:" + ip

@@ -150,7 +150,9 @@ func (c *Conn) Data(ctx context.Context, msg io.Reader) error {
 		}
 		src := &srcReader{r: msg}
 		cw := &crlfWriter{w: &idleWriter{w: w, conn: c.raw, timeout: c.timeout}}
-		_, err = io.Copy(cw, src)
+		buf := copyBufs.Get().(*[]byte)
+		_, err = io.CopyBuffer(cw, src, *buf)
+		copyBufs.Put(buf)
 		if err == nil {
 			err = cw.flush()
 		}
@@ -318,3 +320,6 @@ func (s *srcReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// copyBufs avoids a 32 KB allocation per message in Data.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 )
 
 // Message is a received message, already CRLF-normalised and dot-unstuffed.
@@ -43,6 +44,9 @@ func (m *Message) Write(p []byte) (int, error) {
 	}
 	m.stored += int64(len(p))
 	if m.file == nil && int64(len(m.mem)+len(p)) <= m.threshold {
+		if m.mem == nil {
+			m.mem = (*bufs.Get().(*[]byte))[:0]
+		}
 		m.mem = append(m.mem, p...)
 		return n, nil
 	}
@@ -58,7 +62,7 @@ func (m *Message) Write(p []byte) (int, error) {
 		if _, err := f.Write(m.mem); err != nil {
 			return 0, err
 		}
-		m.mem = nil
+		m.recycle()
 	}
 	if _, err := m.file.Write(p); err != nil {
 		return 0, err
@@ -112,9 +116,26 @@ func headerPrefix(b []byte) []byte {
 	return b
 }
 
-// Close releases the temporary file, if any.
-func (m *Message) Close() error {
+// bufs recycles the in-memory buffers of small messages: most mail is a
+// few kilobytes, and a buffer per message would be most of the gateway's
+// allocations.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// maxPooled: larger buffers are left to the garbage collector.
+const maxPooled = 256 << 10
+
+func (m *Message) recycle() {
+	if m.mem != nil && cap(m.mem) <= maxPooled {
+		b := m.mem[:0]
+		bufs.Put(&b)
+	}
 	m.mem = nil
+}
+
+// Close releases the memory buffer and the temporary file, if any. Readers
+// must not be used after Close.
+func (m *Message) Close() error {
+	m.recycle()
 	if m.file != nil {
 		err := m.file.Close()
 		m.file = nil
