@@ -113,14 +113,14 @@ type UpstreamServer struct {
 
 // Limits are the protocol and resource limits of SPEC §4.
 type Limits struct {
-	MaxMessageSize         Size     `yaml:"max_message_size"`
-	MaxRecipients          int      `yaml:"max_recipients"`
-	MaxReceivedHeaders     int      `yaml:"max_received_headers"`
-	MaxLineLength          int      `yaml:"max_line_length"`
-	MaxCommands            int      `yaml:"max_commands"`
-	MaxErrors              int      `yaml:"max_errors"`
-	MaxMessagesPerSession  int      `yaml:"max_messages_per_session"`
-	Timeouts               Timeouts `yaml:"timeouts"`
+	MaxMessageSize        Size     `yaml:"max_message_size"`
+	MaxRecipients         int      `yaml:"max_recipients"`
+	MaxReceivedHeaders    int      `yaml:"max_received_headers"`
+	MaxLineLength         int      `yaml:"max_line_length"`
+	MaxCommands           int      `yaml:"max_commands"`
+	MaxErrors             int      `yaml:"max_errors"`
+	MaxMessagesPerSession int      `yaml:"max_messages_per_session"`
+	Timeouts              Timeouts `yaml:"timeouts"`
 	// SpoolThreshold: messages larger than this are spooled to a temp file
 	// instead of memory.
 	SpoolThreshold Size `yaml:"spool_threshold"`

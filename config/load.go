@@ -134,6 +134,8 @@ func Parse(data []byte, filename string) (*Config, []string, error) {
 	if root != nil {
 		dec := &decoder{diag: d}
 		dec.decode(root, reflect.ValueOf(c).Elem(), "")
+	} else {
+		d.errorAt(0, "", "the configuration is empty; required keys are missing: hostname, listeners, upstream.servers")
 	}
 	c.resolvePaths(filepath.Dir(filename))
 	c.ApplyDefaults()
@@ -289,8 +291,11 @@ func (d *diag) warnings() []string {
 // must have the field's type. It records the line of every key path.
 type decoder struct {
 	*diag
-	budget int // nodes visited; bounds work on hostile alias graphs
+	budget     int  // nodes visited; bounds work on hostile alias graphs
+	tooComplex bool // reported that budget or merge depth ran out
 }
+
+const maxMergeDepth = 20
 
 const maxNodes = 1 << 20
 
@@ -322,7 +327,8 @@ func isNull(n *yaml.Node) bool {
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 	d.budget++
 	if d.budget > maxNodes {
-		if d.budget == maxNodes+1 {
+		if !d.tooComplex {
+			d.tooComplex = true
 			d.decodeErr(n.Line, key, "the document is too large or has too many aliases")
 		}
 		return
@@ -470,7 +476,11 @@ func (d *decoder) pairs(n *yaml.Node, key string, report bool, depth int) []pair
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		d.budget++
-		if d.budget > maxNodes || depth > 20 {
+		if d.budget > maxNodes || depth > maxMergeDepth {
+			if !d.tooComplex {
+				d.tooComplex = true
+				d.decodeErr(n.Line, key, "merge keys (<<) and aliases are nested too deeply or expand to too much")
+			}
 			return out
 		}
 		kn, vn := n.Content[i], n.Content[i+1]
@@ -512,7 +522,8 @@ func (d *decoder) pairs(n *yaml.Node, key string, report bool, depth int) []pair
 				if key != "" {
 					k = key + "." + name
 				}
-				d.decodeErr(kn.Line, k, "duplicate key (first written on line %d)", first)
+				// Not marked bad: the first value is decoded and validated.
+				d.errorAt(kn.Line, k, "duplicate key (first written on line %d)", first)
 			}
 			continue
 		}

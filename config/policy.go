@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"text/tabwriter"
 )
@@ -29,15 +30,17 @@ func (c *Config) Policy() string {
 
 	section("Listeners")
 	for _, l := range c.Listeners {
-		p("  %s\t%s\tTLS %s\tAUTH %s", l.Name, l.Address, l.TLS, l.Auth)
+		auth := "AUTH " + string(l.Auth)
 		switch {
 		case l.Auth == AuthOff:
 		case l.TLS == TLSStartTLS:
-			p("  \t\t\t(AUTH offered only after STARTTLS; %s)", authWord(l.Auth))
+			auth += " (offered only after STARTTLS)"
 		case l.TLS == TLSImplicit:
-			p("  \t\t\t(AUTH offered only over the TLS connection; %s)", authWord(l.Auth))
+			auth += " (offered only over TLS)"
 		}
+		p("  %s\t%s\tTLS %s\t%s", l.Name, l.Address, l.TLS, auth)
 	}
+	tw.Flush()
 	if len(c.usesTLS()) > 0 {
 		p("  certificate\t%s", c.TLS.Cert)
 		p("  private key\t%s", c.TLS.Key)
@@ -55,18 +58,19 @@ func (c *Config) Policy() string {
 
 	section("Relay (mail to any other domain)")
 	if len(c.Relay.Networks) == 0 {
-		p("  networks\tnone")
-	} else {
-		nets := make([]string, len(c.Relay.Networks))
-		for i, n := range c.Relay.Networks {
-			nets[i] = n.String()
+		p("  networks (no AUTH needed)\tnone")
+	}
+	for i, n := range c.Relay.Networks {
+		if i == 0 {
+			p("  networks (no AUTH needed)\t%s", n)
+		} else {
+			p("  \t%s", n)
 		}
-		p("  networks\t%s\t(may relay without AUTH)", strings.Join(nets, ", "))
 	}
 	if c.Relay.Authenticated == nil || *c.Relay.Authenticated {
-		p("  authenticated users\tyes\t(may relay anywhere)")
+		p("  authenticated users\tyes (may relay anywhere)")
 	} else {
-		p("  authenticated users\tno\t(local domains only)")
+		p("  authenticated users\tno (local domains only)")
 	}
 	p("  everyone else\t554 5.7.1 Relay access denied")
 	var authOn []string
@@ -76,12 +80,14 @@ func (c *Config) Policy() string {
 		}
 	}
 	if len(authOn) > 0 {
-		users := "?"
-		if c.Auth.Users != nil {
-			users = fmt.Sprint(c.Auth.Users.Len())
+		users := "not loaded"
+		if n := c.Auth.Users.Len(); c.Auth.Users != nil && n == 1 {
+			users = "1 user"
+		} else if c.Auth.Users != nil {
+			users = fmt.Sprintf("%d users", n)
 		}
 		p("  AUTH\t%s on %s", strings.Join(c.Auth.Mechanisms, ", "), strings.Join(authOn, ", "))
-		p("  users file\t%s (%s users)", c.Auth.UsersFile, users)
+		p("  users file\t%s (%s)", c.Auth.UsersFile, users)
 		p("  AUTH failures\t%d per session, then 421 and disconnect", c.Auth.MaxFailures)
 	} else {
 		p("  AUTH\toffered on no listener")
@@ -91,6 +97,7 @@ func (c *Config) Policy() string {
 	for i, s := range c.Upstream.Servers {
 		p("  %d. %s\tTLS %s\t%s", i+1, s.Address, s.TLS, verification(s))
 	}
+	tw.Flush()
 	p("  connect timeout\t%s", c.Upstream.ConnectTimeout)
 	p("  command timeout\t%s", c.Upstream.CommandTimeout)
 	p("  failed server retried after\t%s", c.Upstream.RetryAfter)
@@ -103,8 +110,10 @@ func (c *Config) Policy() string {
 	p("  max_line_length\t%d\tbytes per command line, CRLF included (longer: 500 5.5.2)", l.MaxLineLength)
 	p("  max_commands\t%d\tper session", l.MaxCommands)
 	p("  max_errors\t%d\tprotocol errors per session, then 421", l.MaxErrors)
-	p("  max_messages_per_session\t%d", l.MaxMessagesPerSession)
-	p("  timeouts\tgreeting %s, command %s, data %s", l.Timeouts.Greeting, l.Timeouts.Command, l.Timeouts.Data)
+	p("  max_messages_per_session\t%d\tper session", l.MaxMessagesPerSession)
+	p("  timeouts.greeting\t%s\tuntil the first command", l.Timeouts.Greeting)
+	p("  timeouts.command\t%s\tbetween commands", l.Timeouts.Command)
+	p("  timeouts.data\t%s\tfor the whole DATA transfer", l.Timeouts.Data)
 	p("  spool_threshold\t%s\t(larger messages are spooled to a temporary file)", l.SpoolThreshold)
 	bare := "normalized to CRLF"
 	if l.BareLineEndings == "reject" {
@@ -116,14 +125,11 @@ func (c *Config) Policy() string {
 	p("  format\t%s", c.Log.Format)
 	p("  level\t%s", c.Log.Level)
 	tw.Flush()
-	return b.String()
-}
-
-func authWord(m AuthMode) string {
-	if m == AuthRequired {
-		return "required before MAIL"
+	lines := strings.Split(b.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
 	}
-	return "optional"
+	return strings.Join(lines, "\n")
 }
 
 func verification(s UpstreamServer) string {
@@ -135,10 +141,10 @@ func verification(s UpstreamServer) string {
 	}
 	name := s.ServerName
 	if name == "" {
-		name = "the address's host"
+		name, _, _ = net.SplitHostPort(s.Address)
 	}
 	if s.CA != "" {
-		return fmt.Sprintf("verified with CA file %s as %s", s.CA, name)
+		return fmt.Sprintf("verified as %s with CA file %s", name, s.CA)
 	}
-	return fmt.Sprintf("verified with system roots as %s", name)
+	return fmt.Sprintf("verified as %s with system roots", name)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -202,9 +203,17 @@ func (c *Config) validateListeners(d *diag) {
 			d.errorf(key+".auth", "auth: %s on a listener with tls: none: AUTH is only ever offered over TLS (use tls: starttls or implicit, or auth: off)", l.Auth)
 		}
 		if tlsOK && l.TLS == TLSNone && !isLoopback(l.Address) {
-			d.warnf(key+".tls", "listener %s offers no TLS: mail to it travels in clear text", l.Name)
+			d.warnf(key+".tls", "listener %s offers no TLS: mail to it travels in clear text", listenerName(i, *l))
 		}
 	}
+}
+
+// listenerName names a listener in messages.
+func listenerName(i int, l Listener) string {
+	if l.Name != "" {
+		return l.Name
+	}
+	return fmt.Sprintf("listeners[%d]", i)
 }
 
 func validName(s string) bool {
@@ -281,9 +290,9 @@ func normTLSVersion(s string) string {
 
 func (c *Config) usesTLS() []string {
 	var names []string
-	for _, l := range c.Listeners {
+	for i, l := range c.Listeners {
 		if l.TLS == TLSStartTLS || l.TLS == TLSImplicit {
-			names = append(names, l.Name)
+			names = append(names, listenerName(i, l))
 		}
 	}
 	return names
@@ -316,11 +325,11 @@ func (c *Config) validateTLS(d *diag) {
 	if c.TLS.Cert == "" || c.TLS.Key == "" {
 		return
 	}
-	certPEM, err := os.ReadFile(c.TLS.Cert)
+	certPEM, err := readSmallFile(c.TLS.Cert)
 	if err != nil {
 		d.errorf("tls.cert", "cannot read the certificate: %v", err)
 	}
-	keyPEM, kerr := os.ReadFile(c.TLS.Key)
+	keyPEM, kerr := readSmallFile(c.TLS.Key)
 	if kerr != nil {
 		d.errorf("tls.key", "cannot read the private key: %v", kerr)
 	} else {
@@ -405,9 +414,9 @@ func (c *Config) checkSecretFile(d *diag, key, path string) {
 func (c *Config) validateAuth(d *diag) {
 	a := &c.Auth
 	var authOn []string
-	for _, l := range c.Listeners {
+	for i, l := range c.Listeners {
 		if l.Auth == AuthOptional || l.Auth == AuthRequired {
-			authOn = append(authOn, l.Name)
+			authOn = append(authOn, listenerName(i, l))
 		}
 	}
 	a.Users = nil
@@ -524,10 +533,37 @@ func (c *Config) validateUpstream(d *diag) {
 	}
 }
 
+// maxPEMFile bounds the certificate, key and CA files read.
+const maxPEMFile = 16 << 20
+
+// readSmallFile reads a regular file of at most maxPEMFile bytes.
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPEMFile {
+		return nil, fmt.Errorf("%s is larger than %s", path, Size(maxPEMFile))
+	}
+	return data, nil
+}
+
 // checkCAFile checks that path is a PEM bundle with at least one
 // certificate.
 func checkCAFile(path string) error {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path)
 	if err != nil {
 		return fmt.Errorf("cannot read the CA bundle: %v", err)
 	}

@@ -82,6 +82,11 @@ func Load(path string) (*DB, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	db := &DB{users: map[string]hasher{}}
 	firstLine := map[string]int{}
 	var errs []error
@@ -114,14 +119,14 @@ func Load(path string) (*DB, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if err := db.init(); err != nil {
+	if err := db.prepare(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return db, nil
 }
 
-// init prepares the dummy hash and the concurrency limit.
-func (db *DB) init() error {
+// prepare prepares the dummy hash and the concurrency limit.
+func (db *DB) prepare() error {
 	// The dummy has the kind and cost of the most common entry, so that
 	// an unknown user costs what a typical known user does.
 	count := map[string]int{}
