@@ -97,6 +97,10 @@ type Upstream struct {
 	// RetryAfter is how long a failed server is skipped before it is tried
 	// again (unless every server has failed).
 	RetryAfter Duration `yaml:"retry_after"`
+	// IdleSessions is how many upstream sessions are kept open between
+	// client sessions for reuse; IdleTimeout is how long one is kept.
+	IdleSessions int      `yaml:"idle_sessions"`
+	IdleTimeout  Duration `yaml:"idle_timeout"`
 }
 
 // UpstreamServer is one internal server, tried in the order listed.

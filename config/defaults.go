@@ -22,6 +22,8 @@ const (
 	DefaultUpstreamConnectTimeout = Duration(10 * time.Second) // upstream TCP+TLS connect
 	DefaultUpstreamCommandTimeout = Duration(5 * time.Minute)  // upstream reply to a command (RFC 5321 §4.5.3.2)
 	DefaultUpstreamRetryAfter     = Duration(30 * time.Second) // a failed upstream is skipped this long
+	DefaultUpstreamIdleSessions   = 32                         // idle upstream sessions kept for reuse
+	DefaultUpstreamIdleTimeout    = Duration(30 * time.Second) // below Postfix's 300 s and Exchange's 600 s idle timeouts
 
 	DefaultMaxMessageSize        = 25 * MB // advertised with SIZE
 	DefaultMaxRecipients         = 100     // RFC 5321 §4.5.3.1.8 minimum
@@ -54,7 +56,8 @@ var defaultMechanisms = []string{"PLAIN", "LOGIN"}
 //   - listeners[].tls: starttls; listeners[].auth: off
 //   - tls.min_version: "1.2"
 //   - auth.mechanisms: [PLAIN, LOGIN]; auth.max_failures: 3
-//   - upstream.connect_timeout 10s, command_timeout 5m, retry_after 30s;
+//   - upstream.connect_timeout 10s, command_timeout 5m, retry_after 30s,
+//     idle_sessions 32, idle_timeout 30s;
 //     upstream.servers[].tls: starttls
 //   - limits: max_message_size 25MB, max_recipients 100,
 //     max_received_headers 30, max_line_length 512, max_commands 200,
@@ -96,6 +99,8 @@ func (c *Config) ApplyDefaults() {
 	setDur(&u.ConnectTimeout, DefaultUpstreamConnectTimeout)
 	setDur(&u.CommandTimeout, DefaultUpstreamCommandTimeout)
 	setDur(&u.RetryAfter, DefaultUpstreamRetryAfter)
+	setInt(&u.IdleSessions, DefaultUpstreamIdleSessions)
+	setDur(&u.IdleTimeout, DefaultUpstreamIdleTimeout)
 
 	l := &c.Limits
 	if l.MaxMessageSize == 0 {

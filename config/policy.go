@@ -101,6 +101,7 @@ func (c *Config) Policy() string {
 	p("  connect timeout\t%s", c.Upstream.ConnectTimeout)
 	p("  command timeout\t%s", c.Upstream.CommandTimeout)
 	p("  failed server retried after\t%s", c.Upstream.RetryAfter)
+	p("  idle sessions kept for reuse\t%d, for %s", c.Upstream.IdleSessions, c.Upstream.IdleTimeout)
 
 	l := c.Limits
 	section("Limits")

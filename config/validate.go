@@ -526,10 +526,14 @@ func (c *Config) validateUpstream(d *diag) {
 		{"upstream.connect_timeout", u.ConnectTimeout},
 		{"upstream.command_timeout", u.CommandTimeout},
 		{"upstream.retry_after", u.RetryAfter},
+		{"upstream.idle_timeout", u.IdleTimeout},
 	} {
 		if t.v <= 0 {
 			d.errorf(t.key, "must be positive, got %s", t.v)
 		}
+	}
+	if u.IdleSessions < 0 || u.IdleSessions > 10000 {
+		d.errorf("upstream.idle_sessions", "must be between 1 and 10000, got %d", u.IdleSessions)
 	}
 }
 

@@ -161,9 +161,12 @@ func New(cfg config.Upstream, helo string, log *slog.Logger) (*Relay, error) {
 		connectTimeout: orDefault(cfg.ConnectTimeout.D(), DefaultConnectTimeout),
 		commandTimeout: orDefault(cfg.CommandTimeout.D(), DefaultCommandTimeout),
 		retryAfter:     orDefault(cfg.RetryAfter.D(), DefaultRetryAfter),
-		maxIdle:        DefaultMaxIdle,
-		idleTimeout:    DefaultIdleTimeout,
+		maxIdle:        cfg.IdleSessions,
+		idleTimeout:    orDefault(cfg.IdleTimeout.D(), DefaultIdleTimeout),
 		log:            log,
+	}
+	if r.maxIdle <= 0 {
+		r.maxIdle = DefaultMaxIdle
 	}
 	r.dial = (&net.Dialer{}).DialContext
 	for i, sc := range cfg.Servers {
