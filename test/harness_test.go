@@ -257,14 +257,6 @@ func client(t *testing.T, src, addr string) *smtp.Client {
 	return c
 }
 
-// smtpCode returns the reply code of a go-smtp error (0 if it is not one).
-func smtpCode(err error) int {
-	if se, ok := err.(*smtp.SMTPError); ok {
-		return se.Code
-	}
-	return 0
-}
-
 // wantCode fails unless err is an SMTP reply with the given code and, if
 // given, an enhanced code such as "5.7.1".
 func wantCode(t *testing.T, what string, err error, code int, enhanced string) {

@@ -455,6 +455,18 @@ func (i *Instance) Stop() error {
 	return i.stopErr
 }
 
+// StopDir stops an instance that was launched with Options.Dir = dir,
+// possibly by another process (e.g. bench/pfinstance). It leaves dir in
+// place. Stopping an instance that is not running is not an error.
+func StopDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	i := &Instance{Dir: abs, ConfigDir: filepath.Join(abs, "etc"), QueueDir: filepath.Join(abs, "queue")}
+	return i.forceStop()
+}
+
 // forceStop brings master and all its children down, whatever state it is
 // in: "postfix stop" (which escalates to SIGKILL of the process group after
 // 5 s), then SIGKILL of the master's process group if it still lives.
