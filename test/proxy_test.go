@@ -1,9 +1,11 @@
 package test
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -260,5 +262,58 @@ func TestUpstreamSessionReuse(t *testing.T) {
 	}
 	if _, err := up2.WaitMessages(1, 5*time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// SIGTERM drains: no new connections, idle sessions get 421, a message
+// being received is finished and delivered.
+func TestDrainOnSIGTERM(t *testing.T) {
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	g := startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+
+	busy := dialRaw(t, "127.0.0.10", addr)
+	busy.expect("220 ")
+	busy.cmd("EHLO client.example.net", "250")
+	busy.cmd("MAIL FROM:<alice@example.net>", "250")
+	busy.cmd("RCPT TO:<bob@example.com>", "250")
+	busy.cmd("DATA", "354")
+	busy.send("Subject: in flight\r\n\r\nfirst half\r\n")
+
+	idle := dialRaw(t, "127.0.0.11", addr)
+	idle.expect("220 ")
+	idle.cmd("EHLO client.example.net", "250")
+
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	idle.expect("421 4.3.2")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections while draining")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	busy.send("second half\r\n.\r\n")
+	busy.expect("250 ")
+	busy.send("QUIT\r\n")
+	select {
+	case err := <-g.done:
+		if err != nil {
+			t.Errorf("gateway exit: %v", err)
+		}
+		g.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not exit after draining")
+	}
+	msgs, err := up.WaitMessages(1, time.Second)
+	if err != nil || !strings.Contains(string(msgs[0].Data), "first half\r\nsecond half\r\n") {
+		t.Fatalf("in-flight message not delivered whole: %v", err)
 	}
 }
