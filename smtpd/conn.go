@@ -234,9 +234,20 @@ func (c *conn) reply(r Reply) {
 		c.wr.WriteString(strings.TrimRight(l, "\r"))
 		c.wr.WriteString("\r\n")
 	}
-	if r.Close || c.rd.Buffered() == 0 {
+	if r.Close || !c.commandWaiting() {
 		c.flush()
 	}
+}
+
+// commandWaiting reports whether a whole pipelined command line is already
+// buffered: only then may a reply wait to be sent with the next one.
+func (c *conn) commandWaiting() bool {
+	n := c.rd.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := c.rd.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 func (c *conn) flush() {

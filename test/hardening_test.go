@@ -251,3 +251,25 @@ func TestStartTLSInjection(t *testing.T) {
 	r.cmd("MAIL FROM:<alice@example.net>", "250")
 	r.cmd("QUIT", "221")
 }
+
+// PIPELINING: a batch of commands in one write gets its replies in order,
+// and the message still goes through.
+func TestPipelining(t *testing.T) {
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	r := dialRaw(t, "127.0.0.41", addr)
+	r.expect("220 ")
+	r.cmd("EHLO client.example.net", "250")
+	r.send("MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
+	r.expect("250 2.1.0")
+	r.expect("250 2.1.5")
+	r.expect("554 5.7.1")
+	r.expect("354 ")
+	r.send("Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+	r.expect("250 ")
+	r.expect("221 ")
+	if _, err := up.WaitMessages(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
