@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"context"
+	"log/slog"
 	"time"
 
 	"mailgate/smtpd"
@@ -8,6 +10,9 @@ import (
 
 // logMessage writes SPEC §7's one line per message.
 func (h *handler) logMessage(outcome string, r *smtpd.Reply, upstreamErr string) {
+	if !h.g.Log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	t := h.t
 	rcpts := make([]string, len(t.Rcpts))
 	for i, a := range t.Rcpts {
@@ -48,6 +53,9 @@ func (h *handler) logMessage(outcome string, r *smtpd.Reply, upstreamErr string)
 
 // logSession writes SPEC §7's one line per session.
 func (h *handler) logSession(st smtpd.Stats) {
+	if !h.g.Log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	attrs := []any{
 		"session", h.s.ID,
 		"listener", h.s.Listener,

@@ -234,7 +234,6 @@ func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataRe
 	h.s.Messages++
 	r := smtpd.Reply{Code: 250, Enhanced: [3]int{2, 0, 0}, Text: "Ok: queued as " + h.messageID()}
 	h.endTxn("delivered", &r, "")
-	_ = msg
 	return r
 }
 

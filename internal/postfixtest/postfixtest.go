@@ -150,7 +150,7 @@ func Launch(opts Options) (*Instance, error) {
 
 var errBind = errors.New("postfix could not bind its port")
 
-func launch(opts Options) (inst *Instance, err error) {
+func launch(opts Options) (_ *Instance, err error) {
 	pfUser, err := user.Lookup("postfix")
 	if err != nil {
 		return nil, err
@@ -165,7 +165,7 @@ func launch(opts Options) (inst *Instance, err error) {
 		}
 	}
 
-	inst = &Instance{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	inst := &Instance{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	if opts.Dir != "" {
 		inst.Dir = opts.Dir
 		if err := os.MkdirAll(inst.Dir, 0o755); err != nil {
@@ -370,7 +370,7 @@ func launch(opts Options) (inst *Instance, err error) {
 	if out, err := inst.postfix("start"); err != nil {
 		inst.forceStop()
 		log := inst.Log()
-		if strings.Contains(log, "address already in use") || strings.Contains(string(out), "address already in use") {
+		if strings.Contains(strings.ToLower(log+string(out)), "address already in use") {
 			return nil, fmt.Errorf("%w: %s: %v\n%s\n--- maillog:\n%s", errBind, inst.Addr, err, out, log)
 		}
 		return nil, fmt.Errorf("postfix -c %s start: %v\n%s\n--- maillog:\n%s", inst.ConfigDir, err, out, log)

@@ -221,3 +221,21 @@ func serveSink(conn net.Conn, got chan<- string) {
 		}
 	}
 }
+
+// TestPortInUse: a port that is taken fails with Postfix's own log line.
+func TestPortInUse(t *testing.T) {
+	requirePostfix(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	inst, err := Launch(Options{Port: l.Addr().(*net.TCPAddr).Port})
+	if err == nil {
+		inst.Stop()
+		t.Fatal("Launch on a port in use succeeded")
+	}
+	if !errors.Is(err, errBind) || !strings.Contains(err.Error(), "fatal: bind") {
+		t.Fatalf("got %v, want a bind error with the maillog", err)
+	}
+}
