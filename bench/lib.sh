@@ -1,0 +1,250 @@
+# Shared helpers for bench/load.sh and bench/idle.sh (sourced, not run).
+# Everything listens on 127.0.0.1; every process started here is recorded
+# and killed by bench_cleanup (installed as an EXIT trap by bench_init).
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+
+BG_PIDS=()     # background processes to kill on exit
+PF_DIRS=()     # private postfix instances to stop on exit
+BENCH_TMP=""
+WATCHDOG_PID=""
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+now() { date +%s.%N; }
+# elapsed T0 T1 -> seconds with 3 decimals
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+# rate COUNT SECONDS -> msgs/s
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# bench_init NAME MAX_SECONDS: temp dir, traps, and a watchdog that
+# terminates the whole script after MAX_SECONDS whatever happens.
+bench_init() {
+	local name=$1 max=$2
+	BENCH_TMP=$(mktemp -d "/tmp/mailgate-$name.XXXXXX")
+	chmod 755 "$BENCH_TMP"
+	trap bench_cleanup EXIT
+	trap 'log "interrupted"; exit 130' INT TERM HUP
+	(sleep "$max" && log "watchdog: $name exceeded ${max}s, aborting" && kill -TERM $$) &
+	WATCHDOG_PID=$!
+	mkdir -p "$BENCH_TMP/bin"
+}
+
+bench_cleanup() {
+	local rc=$? pid dir i
+	trap - EXIT INT TERM HUP
+	set +e
+	for dir in "${PF_DIRS[@]}"; do
+		if [[ -x $BENCH_TMP/bin/pfinstance ]]; then
+			timeout 30 "$BENCH_TMP/bin/pfinstance" stop -dir "$dir" >/dev/null 2>&1
+		else
+			timeout 30 postfix -c "$dir/etc" abort >/dev/null 2>&1
+		fi
+	done
+	for pid in "${BG_PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for i in $(seq 50); do
+		local alive=0
+		for pid in "${BG_PIDS[@]}"; do
+			kill -0 "$pid" 2>/dev/null && alive=1
+		done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "${BG_PIDS[@]}"; do
+		kill -KILL "$pid" 2>/dev/null
+	done
+	if [[ -n $WATCHDOG_PID ]]; then
+		# the watchdog subshell and its sleep child
+		kill $(ps -o pid= --ppid "$WATCHDOG_PID" 2>/dev/null) "$WATCHDOG_PID" 2>/dev/null
+	fi
+	if [[ -n $BENCH_TMP && -d $BENCH_TMP ]]; then
+		if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
+			log "kept $BENCH_TMP"
+		else
+			rm -rf "$BENCH_TMP"
+		fi
+	fi
+	exit "$rc"
+}
+
+raise_nofile() {
+	local want=${1:-65536}
+	ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+	log "open files limit: $(ulimit -n)"
+}
+
+# free_port: a TCP port that is free on 127.0.0.1 right now.
+free_port() {
+	local p
+	if p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null); then
+		echo "$p"
+		return
+	fi
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 20000))
+		if ! ss -Hltn "sport = :$p" | grep -q .; then
+			echo "$p"
+			return
+		fi
+	done
+	die "no free port found"
+}
+
+# wait_banner PORT TIMEOUT_S: wait until 127.0.0.1:PORT sends "220".
+wait_banner() {
+	local port=$1 timeout=$2 deadline
+	deadline=$(($(date +%s) + timeout))
+	while (($(date +%s) < deadline)); do
+		if timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && IFS= read -r line <&3 && [[ \$line == 220* ]] && printf 'QUIT\r\n' >&3" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+pss_kb() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+
+# start_sink PORT OUTFILE [MAXCONN]: smtp-sink with running counters (-c)
+# in OUTFILE; sets SINK_PID. No dumps, no delays: as fast as it goes.
+start_sink() {
+	local port=$1 out=$2 maxconn=${3:-1024} user=()
+	[[ $(id -u) == 0 ]] && user=(-u nobody)
+	"$SMTP_SINK" -c "${user[@]}" -m "$maxconn" -t 60 "127.0.0.1:$port" 4096 >"$out" 2>"$out.err" &
+	SINK_PID=$!
+	BG_PIDS+=("$SINK_PID")
+	wait_banner "$port" 10 || die "smtp-sink did not start on 127.0.0.1:$port: $(cat "$out.err")"
+}
+
+# sink_count OUTFILE: messages (".") smtp-sink has received so far.
+sink_count() {
+	local n
+	n=$(tail -c 256 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1 | cut -d= -f2)
+	echo "${n:-0}"
+}
+
+# wait_sink_count OUTFILE TARGET TIMEOUT_S: wait until the sink has
+# counted TARGET messages; prints the time it was reached (now()).
+wait_sink_count() {
+	local out=$1 target=$2 timeout=$3 deadline
+	deadline=$(($(date +%s) + timeout))
+	while :; do
+		if (($(sink_count "$out") >= target)); then
+			now
+			return 0
+		fi
+		(($(date +%s) >= deadline)) && return 1
+		sleep 0.1
+	done
+}
+
+# build_go_tool NAME: go build ./bench/NAME into $BENCH_TMP/bin/NAME.
+build_go_tool() {
+	local name=$1
+	[[ -x $BENCH_TMP/bin/$name ]] && return 0
+	command -v go >/dev/null || { log "go not found: cannot build bench/$name"; return 1; }
+	(cd "$REPO_DIR" && timeout 300 go build -o "$BENCH_TMP/bin/$name" "./bench/$name") ||
+		{ log "go build ./bench/$name failed"; return 1; }
+}
+
+# start_postfix_relay PORT RELAY_PORT [main.cf name=value...]: private
+# Postfix relaying everything to 127.0.0.1:RELAY_PORT; sets PF_DIR,
+# PF_PID, PF_LOG.
+start_postfix_relay() {
+	local port=$1 relay=$2 kv args=()
+	shift 2
+	for kv in "$@"; do args+=(-o "$kv"); done
+	PF_DIR=$BENCH_TMP/postfix-$port
+	PF_DIRS+=("$PF_DIR")
+	local out
+	out=$(timeout 120 "$BENCH_TMP/bin/pfinstance" start -dir "$PF_DIR" -port "$port" -relay "127.0.0.1:$relay" "${args[@]}") ||
+		{ log "postfix did not start"; return 1; }
+	PF_PID=$(sed -n 's/^PID=//p' <<<"$out")
+	PF_LOG=$(sed -n 's/^LOG=//p' <<<"$out")
+	log "postfix (master $PF_PID) on 127.0.0.1:$port relaying to 127.0.0.1:$relay, config $PF_DIR/etc"
+}
+
+postfix_queue_size() { timeout 30 postqueue -c "$1/etc" -j 2>/dev/null | grep -c . || true; }
+
+# find_gateway: sets GW_BIN to GATEWAY_BIN, or builds ./cmd/gateway;
+# returns 1 (with a message) when there is no gateway to test.
+find_gateway() {
+	if [[ -n ${GATEWAY_BIN:-} ]]; then
+		[[ -x $GATEWAY_BIN ]] || { log "GATEWAY_BIN=$GATEWAY_BIN is not executable"; return 1; }
+		GW_BIN=$GATEWAY_BIN
+		return 0
+	fi
+	if [[ ! -d $REPO_DIR/cmd/gateway ]]; then
+		log "SKIP gateway: no ./cmd/gateway in $REPO_DIR and GATEWAY_BIN not set"
+		return 1
+	fi
+	if ! (cd "$REPO_DIR" && timeout 300 go build -o "$BENCH_TMP/bin/mailgate" ./cmd/gateway) >"$BENCH_TMP/gateway-build.log" 2>&1; then
+		log "SKIP gateway: go build ./cmd/gateway failed:"
+		sed 's/^/    /' "$BENCH_TMP/gateway-build.log" | head -20 >&2
+		return 1
+	fi
+	GW_BIN=$BENCH_TMP/bin/mailgate
+}
+
+# write_gateway_config FILE GW_PORT SINK_PORT WITH_LIMITS(0|1)
+write_gateway_config() {
+	local file=$1 gw=$2 sink=$3 limits=$4
+	{
+		echo "hostname: mx.bench.test"
+		echo "domains: [example.com]"
+		echo "listeners:"
+		echo "  - {name: mx, address: 127.0.0.1:$gw, tls: none, auth: off}"
+		echo "upstream:"
+		echo "  servers: [{address: 127.0.0.1:$sink, tls: none}]"
+		((limits)) && echo "limits: {${GATEWAY_LIMITS:-max_connections_per_ip: 0}}"
+		echo "log: {format: json, level: warn}"
+	} >"$file"
+	chmod 600 "$file"
+}
+
+# start_gateway GW_PORT SINK_PORT: validate a config (dropping the limits
+# line if the gateway does not know it), start the gateway, wait for its
+# banner; sets GW_PID, GW_CONF, GW_LOG.
+start_gateway() {
+	local gw=$1 sink=$2 out
+	GW_CONF=$BENCH_TMP/gateway-$gw.yaml
+	GW_LOG=$BENCH_TMP/gateway-$gw.log
+	write_gateway_config "$GW_CONF" "$gw" "$sink" 1
+	if ! out=$(timeout 30 "$GW_BIN" check --config "$GW_CONF" 2>&1); then
+		if [[ -z ${GATEWAY_LIMITS:-} ]] && grep -qiE 'max_connections_per_ip|limits' <<<"$out"; then
+			log "gateway rejects the limits line ($(grep -iE "max_connections_per_ip|limits" <<<"$out" | head -1)); retrying without it"
+			write_gateway_config "$GW_CONF" "$gw" "$sink" 0
+			out=$(timeout 30 "$GW_BIN" check --config "$GW_CONF" 2>&1) ||
+				{ log "gateway config check failed: $out"; return 1; }
+		else
+			log "gateway config check failed: $out"
+			return 1
+		fi
+	fi
+	"$GW_BIN" run --config "$GW_CONF" >"$GW_LOG" 2>&1 &
+	GW_PID=$!
+	BG_PIDS+=("$GW_PID")
+	if ! wait_banner "$gw" 20; then
+		log "gateway did not answer on 127.0.0.1:$gw; its log:"
+		tail -20 "$GW_LOG" >&2
+		return 1
+	fi
+	log "gateway (pid $GW_PID) on 127.0.0.1:$gw relaying to 127.0.0.1:$sink"
+}
+
+stop_pid() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
