@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -110,21 +109,13 @@ func (h *handler) Mail(ctx context.Context, from smtpd.Path, size int64) *smtpd.
 	return nil
 }
 
-var replyUpstreamDown = smtpd.Reply{Code: 451, Enhanced: [3]int{4, 4, 1}, Text: "Upstream temporarily unavailable, try again later"}
+var replyUpstreamDown = smtpd.Reply{Code: 451, Enhanced: [3]int{4, 4, 1}, Text: upstream.UnavailableText}
 
-// upstreamReply maps an upstream error to the client's reply: refusals
-// verbatim, anything else a 451.
+// upstreamReply is the client's reply for an upstream error: the
+// upstream's refusal verbatim, anything else 451 4.4.1.
 func upstreamReply(err error) *smtpd.Reply {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		r := smtpd.Reply{Code: se.Code, Text: se.Message}
-		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != (smtp.EnhancedCode{}) {
-			r.Enhanced = [3]int(se.EnhancedCode)
-		}
-		return &r
-	}
-	r := replyUpstreamDown
-	return &r
+	code, enhanced, text := upstream.ReplyFor(err)
+	return &smtpd.Reply{Code: code, Enhanced: enhanced, Text: text}
 }
 
 // ensureUpstream opens the upstream session if needed and mirrors MAIL.
