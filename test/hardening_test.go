@@ -273,3 +273,50 @@ func TestPipelining(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Every malformed or out-of-order command gets a clear reply, and the
+// session goes on.
+func TestProtocolErrors(t *testing.T) {
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	startGateway(t, baseConfig(addr, up.Addr(), "limits: {max_errors: 100}\n"), addr)
+	r := dialRaw(t, "127.0.0.42", addr)
+	r.expect("220 ")
+	steps := []struct{ cmd, want string }{
+		{"MAIL FROM:<alice@example.net>", "503 5.5.1"}, // before EHLO
+		{"EHLO", "501 5.5.4"},
+		{"EHLO client.example.net", "250"},
+		{"RCPT TO:<bob@example.com>", "503 5.5.1"}, // before MAIL
+		{"DATA", "503 5.5.1"},
+		{"STARTTLS", "502 5.5.1"}, // a plain listener
+		{"MAIL alice@example.net", "501 5.5.4"},
+		{"MAIL FROM:<alice@exa mple.net>", "501 5.1.7"},
+		{"MAIL FROM:<alice>", "553 5.1.7"},
+		{"MAIL FROM:<alice@example.net> SIZE=big", "501 5.5.4"},
+		{"MAIL FROM:<alice@example.net> RET=HDRS", "555 5.5.4"},
+		{"MAIL FROM:<alice@example.net> BODY=BINARYMIME", "555 5.5.4"},
+		{"MAIL FROM:<> BODY=8BITMIME SIZE=100", "250"}, // bounces are accepted
+		{"MAIL FROM:<alice@example.net>", "503 5.5.1"}, // nested
+		{"RCPT bob@example.com", "501 5.5.4"},
+		{"RCPT TO:<bob@-bad.example>", "501 5.1.3"},
+		{"RCPT TO:<>", "501 5.1.3"},
+		{"RCPT TO:<bob@example.com> NOTIFY=NEVER", "555 5.5.4"},
+		{"DATA", "554 5.5.1"}, // no valid recipient yet
+		{"RCPT TO:<bob@example.com>", "250"},
+		{"DATA now", "501 5.5.4"},
+		{"NOOP\x01", "500 5.5.2"},
+		{"RSET", "250"},
+		{"QUIT", "221"},
+	}
+	for _, s := range steps {
+		r.cmd(s.cmd, s.want)
+	}
+
+	// A web client on the SMTP port is shown the door at once.
+	w := dialRaw(t, "127.0.0.43", addr)
+	w.expect("220 ")
+	w.cmd("GET / HTTP/1.1", "421 4.7.0")
+	if !w.closed() {
+		t.Error("connection still open after an HTTP request")
+	}
+}
