@@ -116,8 +116,7 @@ func TestAuthListeners(t *testing.T) {
 
 	t.Run("MX listener never offers AUTH", func(t *testing.T) {
 		r := dialRaw(t, "127.0.0.52", mx)
-		r.expect("220 ")
-		r.cmd("EHLO client.example.net", "250")
+		r.greet()
 		r.cmd("STARTTLS", "220")
 		r.startTLS(env.client())
 		if ehlo := r.cmd("EHLO client.example.net", "250"); strings.Contains(ehlo, "AUTH") {
@@ -131,8 +130,7 @@ func TestAuthListeners(t *testing.T) {
 	t.Run("AUTH LOGIN dialogue and cancel", func(t *testing.T) {
 		r := dialRaw(t, "127.0.0.53", smtps)
 		r.c = tlsWrap(t, r, env)
-		r.expect("220 ")
-		r.cmd("EHLO client.example.net", "250")
+		r.greet()
 		r.cmd("AUTH LOGIN", "334 VXNlcm5hbWU6")
 		r.cmd("*", "501")
 		r.cmd("AUTH LOGIN", "334 VXNlcm5hbWU6")

@@ -52,15 +52,12 @@ func TestLineLengths(t *testing.T) {
 	addr := freeAddr(t)
 	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
 	r := dialRaw(t, "127.0.0.31", addr)
-	r.expect("220 ")
-	r.cmd("EHLO client.example.net", "250")
+	r.greet()
 	r.cmd("NOOP "+strings.Repeat("x", 600), "500 5.5.2")
 	r.cmd("MAIL FROM:<"+strings.Repeat("a", 250)+"@"+strings.Repeat("b", 300)+".example>", "500 5.5.2")
 	// Exactly 512 octets with CRLF is fine.
 	r.cmd("NOOP "+strings.Repeat("y", 512-len("NOOP \r\n")), "250")
-	r.cmd("MAIL FROM:<alice@example.net>", "250")
-	r.cmd("RCPT TO:<bob@example.com>", "250")
-	r.cmd("DATA", "354")
+	r.openData()
 	long := strings.Repeat("z", 998)
 	r.send("Subject: long lines\r\n\r\n" + long + "\r\n" + long + "\r\n.\r\n")
 	r.expect("250 ")
@@ -97,9 +94,7 @@ func TestSizeLimit(t *testing.T) {
 	r.expect("552 5.3.4")
 	// A message between the spool threshold and the limit is spooled to
 	// disk and delivered intact.
-	r.cmd("MAIL FROM:<alice@example.net>", "250")
-	r.cmd("RCPT TO:<bob@example.com>", "250")
-	r.cmd("DATA", "354")
+	r.openData()
 	body := strings.Repeat(line, 500) // ~39 KB
 	r.send("Subject: medium\r\n\r\n" + body + ".\r\n")
 	r.expect("250 ")
@@ -151,8 +146,7 @@ func TestSessionLimits(t *testing.T) {
 
 	t.Run("max_recipients", func(t *testing.T) {
 		r := dialRaw(t, "127.0.0.34", addr)
-		r.expect("220 ")
-		r.cmd("EHLO client.example.net", "250")
+		r.greet()
 		r.cmd("MAIL FROM:<alice@example.net>", "250")
 		for i := 0; i < 3; i++ {
 			r.cmd(fmt.Sprintf("RCPT TO:<u%d@example.com>", i), "250")
@@ -203,11 +197,8 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("data", func(t *testing.T) {
 		r := dialRaw(t, "127.0.0.39", addr)
-		r.expect("220 ")
-		r.cmd("EHLO client.example.net", "250")
-		r.cmd("MAIL FROM:<alice@example.net>", "250")
-		r.cmd("RCPT TO:<bob@example.com>", "250")
-		r.cmd("DATA", "354")
+		r.greet()
+		r.openData()
 		// A trickle that is never idle for a second still hits the DATA
 		// deadline of two seconds.
 		start := time.Now()
@@ -240,8 +231,7 @@ func TestStartTLSInjection(t *testing.T) {
 	env := newTLSEnv(t)
 	startGateway(t, env.config(up.Addr(), listener("mx", addr, "starttls", "off")), addr)
 	r := dialRaw(t, "127.0.0.40", addr)
-	r.expect("220 ")
-	r.cmd("EHLO client.example.net", "250")
+	r.greet()
 	r.send("STARTTLS\r\nMAIL FROM:<injected@example.net>\r\n")
 	r.expect("220 ")
 	r.startTLS(env.client())
@@ -259,8 +249,7 @@ func TestPipelining(t *testing.T) {
 	addr := freeAddr(t)
 	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
 	r := dialRaw(t, "127.0.0.41", addr)
-	r.expect("220 ")
-	r.cmd("EHLO client.example.net", "250")
+	r.greet()
 	r.send("MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
 	r.expect("250 2.1.0")
 	r.expect("250 2.1.5")

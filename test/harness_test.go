@@ -357,6 +357,22 @@ func (r *raw) cmd(line, prefix string) string {
 	return r.expect(prefix)
 }
 
+// greet reads the banner and says EHLO.
+func (r *raw) greet() {
+	r.t.Helper()
+	r.expect("220 ")
+	r.cmd("EHLO client.example.net", "250")
+}
+
+// openData starts a message from alice@example.net to bob@example.com up
+// to the 354.
+func (r *raw) openData() {
+	r.t.Helper()
+	r.cmd("MAIL FROM:<alice@example.net>", "250")
+	r.cmd("RCPT TO:<bob@example.com>", "250")
+	r.cmd("DATA", "354")
+}
+
 // closed reports whether the server closed the connection.
 func (r *raw) closed() bool {
 	_ = r.c.SetReadDeadline(time.Now().Add(5 * time.Second))

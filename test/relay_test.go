@@ -60,8 +60,7 @@ func TestRelayExploits(t *testing.T) {
 	}
 	for _, src := range []string{"127.0.0.23", "127.0.0.22"} {
 		r := dialRaw(t, src, addr)
-		r.expect("220 ")
-		r.cmd("EHLO client.example.net", "250")
+		r.greet()
 		r.cmd("MAIL FROM:<alice@example.net>", "250")
 		for _, e := range exploits {
 			got := r.cmd("RCPT TO:"+e, "5")
@@ -85,8 +84,7 @@ func TestOwnAddressLiteralIsLocal(t *testing.T) {
 	addr := freeAddr(t)
 	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
 	r := dialRaw(t, "127.0.0.24", addr)
-	r.expect("220 ")
-	r.cmd("EHLO client.example.net", "250")
+	r.greet()
 	r.cmd("MAIL FROM:<alice@example.net>", "250")
 	r.cmd("RCPT TO:<postmaster@[127.0.0.1]>", "250")
 	r.cmd("RCPT TO:<postmaster>", "250")
