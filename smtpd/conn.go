@@ -60,17 +60,24 @@ type deadlineReader struct {
 	c    *conn
 	idle time.Duration
 	hard time.Time
+	set  time.Time // the deadline last set on the connection
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	dl := time.Now().Add(d.idle)
+	now := time.Now()
+	dl := now.Add(d.idle)
 	if !d.hard.IsZero() && d.hard.Before(dl) {
 		dl = d.hard
 	}
 	if d.c.draining.Load() && !d.c.busy.Load() {
-		dl = time.Now()
+		dl = now
 	}
-	_ = d.c.nc.SetReadDeadline(dl)
+	// Moving a deadline costs a runtime timer update: skip it while the
+	// one set is still close enough (within a tenth of the idle timeout).
+	if diff := dl.Sub(d.set); diff < 0 || diff > d.idle/10 || !d.hard.IsZero() && dl.Equal(d.hard) {
+		_ = d.c.nc.SetReadDeadline(dl)
+		d.set = dl
+	}
 	return d.c.nc.Read(p)
 }
 
@@ -552,6 +559,7 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	_ = tc.SetDeadline(time.Time{})
+	c.dr.set = time.Time{} // the deadline was cleared: set it on the next read
 	c.nc = tc
 	c.tls = true
 	c.rd.Reset(&c.dr)

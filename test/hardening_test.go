@@ -309,3 +309,21 @@ func TestProtocolErrors(t *testing.T) {
 		t.Error("connection still open after an HTTP request")
 	}
 }
+
+// The idle timeout still holds after STARTTLS.
+func TestTimeoutAfterStartTLS(t *testing.T) {
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	env := newTLSEnv(t)
+	startGateway(t, env.config(up.Addr(), listener("mx", addr, "starttls", "off"))+"limits: {timeouts: {command: 1s}}\n", addr)
+	r := dialRaw(t, "127.0.0.44", addr)
+	r.greet()
+	r.cmd("STARTTLS", "220")
+	r.startTLS(env.client())
+	r.cmd("EHLO client.example.net", "250")
+	start := time.Now()
+	r.expect("421 4.4.2")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("timed out after %v, want about 1s", d)
+	}
+}
