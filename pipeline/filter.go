@@ -92,6 +92,8 @@ type Transaction struct {
 	From Address
 	// Size is the SIZE= the client declared at MAIL, 0 if none.
 	Size int64
+	// Body is the BODY= the client declared: "7BIT", "8BITMIME" or "".
+	Body string
 	// Rcpts are the recipients accepted so far (by us and the upstream).
 	Rcpts []Address
 	// Decisions taken during this transaction.

@@ -98,8 +98,8 @@ func (h *handler) AuthFailed(user string) {
 		"user", smtpd.Sanitize(user, 64))
 }
 
-func (h *handler) Mail(ctx context.Context, from smtpd.Path, size int64) *smtpd.Reply {
-	h.t = &Transaction{From: from, Size: size}
+func (h *handler) Mail(ctx context.Context, from smtpd.Path, params smtpd.MailParams) *smtpd.Reply {
+	h.t = &Transaction{From: from, Size: params.Size, Body: params.Body}
 	h.txnStart = h.g.now()
 	h.txnCount++
 	if v := h.g.Pipeline.Mail(ctx, h.s, h.t); v.Action == Reject || v.Action == Tempfail {
@@ -137,10 +137,10 @@ func (h *handler) ensureUpstream(ctx context.Context) *smtpd.Reply {
 		h.up = up
 	}
 	if !h.upMail {
-		var opts *smtp.MailOptions
-		if h.t.Size > 0 {
-			opts = &smtp.MailOptions{Size: h.t.Size}
-		}
+		// SIZE is passed on so the upstream may refuse a size early;
+		// go-smtp's client declares BODY=8BITMIME itself whenever the
+		// upstream offers it.
+		opts := &smtp.MailOptions{Size: h.t.Size}
 		err := h.up.Mail(ctx, h.t.From.String(), opts)
 		if err != nil && h.up.Broken() && h.up.Reused() {
 			// The idle session had been closed by the upstream: that is

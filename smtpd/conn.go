@@ -409,7 +409,7 @@ func (c *conn) mail(arg string) bool {
 	if !ok {
 		return c.protocolError(replyMailSyntax)
 	}
-	from, params, err := mailaddr.ParsePath(rest)
+	from, paramText, err := mailaddr.ParsePath(rest)
 	if err != nil {
 		return c.protocolError(replyBadSender)
 	}
@@ -417,8 +417,8 @@ func (c *conn) mail(arg string) bool {
 		c.reply(replyNeedFQDN)
 		return false
 	}
-	var size int64
-	for _, p := range strings.Fields(params) {
+	var params MailParams
+	for _, p := range strings.Fields(paramText) {
 		key, val, _ := strings.Cut(p, "=")
 		switch strings.ToUpper(key) {
 		case "SIZE":
@@ -426,11 +426,13 @@ func (c *conn) mail(arg string) bool {
 			if err != nil || n < 0 {
 				return c.protocolError(replyBadSize)
 			}
-			size = n
+			params.Size = n
 		case "BODY":
-			if v := strings.ToUpper(val); v != "7BIT" && v != "8BITMIME" {
+			v := strings.ToUpper(val)
+			if v != "7BIT" && v != "8BITMIME" {
 				return c.protocolError(replyBadParam)
 			}
+			params.Body = v
 		case "AUTH":
 			// RFC 4954 §5: the AUTH= parameter may be ignored.
 		default:
@@ -439,7 +441,7 @@ func (c *conn) mail(arg string) bool {
 	}
 	ctx, cancel := c.ctx(c.cfg.CommandTimeout)
 	defer cancel()
-	r := c.h.Mail(ctx, from, size)
+	r := c.h.Mail(ctx, from, params)
 	if r == nil || r.Positive() {
 		c.inTxn = true
 	}

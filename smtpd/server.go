@@ -91,7 +91,7 @@ type Handler interface {
 	// AuthFailed is called after each failed AUTH attempt.
 	AuthFailed(user string)
 	// Mail starts a transaction.
-	Mail(ctx context.Context, from Path, size int64) *Reply
+	Mail(ctx context.Context, from Path, params MailParams) *Reply
 	// Rcpt adds a recipient.
 	Rcpt(ctx context.Context, to Path) *Reply
 	// DataStart is called at DATA before the 354.
@@ -102,6 +102,14 @@ type Handler interface {
 	Reset()
 	// Close is called once when the connection ends.
 	Close(stats Stats)
+}
+
+// MailParams are the MAIL FROM parameters the engine accepted.
+type MailParams struct {
+	// Size is the declared SIZE=, 0 if none.
+	Size int64
+	// Body is "7BIT", "8BITMIME" or "" (not declared).
+	Body string
 }
 
 // Stats summarises a finished connection for the session log.
