@@ -128,8 +128,8 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 // drainTimeout is how long SIGTERM waits for sessions to finish.
 const drainTimeout = 30 * time.Second
 
-// serve runs the gateway until SIGTERM/SIGINT (or ready is closed... see
-// demo), then drains.
+// serve runs the gateway until SIGTERM or SIGINT, then drains. started,
+// if set, is called once every listener accepts connections.
 func serve(c *config.Config, log *slog.Logger, started func()) int {
 	g, err := build(c, log)
 	if err != nil {
