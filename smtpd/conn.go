@@ -33,10 +33,11 @@ type conn struct {
 	cfg *Config
 	h   Handler
 
-	nc net.Conn // the current connection: plain, or *tls.Conn
-	dr deadlineReader
-	rd *bufio.Reader
-	wr *bufio.Writer
+	nc  net.Conn // the current connection: plain, or *tls.Conn
+	raw net.Conn // the TCP connection; never changes, safe for drain/abort
+	dr  deadlineReader
+	rd  *bufio.Reader
+	wr  *bufio.Writer
 
 	start    time.Time
 	helo     string
@@ -82,7 +83,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, cfg: &s.cfg, nc: nc, start: time.Now()}
+	c := &conn{srv: s, cfg: &s.cfg, nc: nc, raw: nc, start: time.Now()}
 	c.dr.c = c
 	c.dr.idle = s.cfg.GreetingTimeout
 	c.rd = bufio.NewReaderSize(&c.dr, max(4096, s.cfg.MaxLineLength+2))
@@ -104,12 +105,13 @@ func addrPort(a net.Addr) netip.AddrPort {
 func (c *conn) drain() {
 	c.draining.Store(true)
 	if !c.busy.Load() {
-		_ = c.nc.SetReadDeadline(time.Now())
+		// On the TCP connection: a TLS connection reads through it.
+		_ = c.raw.SetReadDeadline(time.Now())
 	}
 }
 
 // abort closes the connection now (shutdown deadline reached).
-func (c *conn) abort() { _ = c.nc.Close() }
+func (c *conn) abort() { _ = c.raw.Close() }
 
 func (c *conn) serve() {
 	stats := Stats{}

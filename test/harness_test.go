@@ -34,7 +34,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "mailgate")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/gateway")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("MAILGATE_RACE") == "1" {
+		// The gateway under the race detector: it exits 66 on a race.
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/gateway")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the gateway:", err)
@@ -190,6 +195,9 @@ func startGateway(t *testing.T, yaml string, wait ...string) *gateway {
 		case <-time.After(10 * time.Second):
 			_ = g.cmd.Process.Kill()
 			<-g.done
+		}
+		if strings.Contains(g.Log.String(), "DATA RACE") {
+			t.Errorf("the race detector found a data race in the gateway")
 		}
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.Log.String())
