@@ -79,9 +79,8 @@ func TestVersionCommand(t *testing.T) {
 // a demo upstream; one message is delivered, one refused.
 func TestDemoQuickStart(t *testing.T) {
 	cmd := exec.Command(binary, "demo")
-	var out bytes.Buffer
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = &out, logs
+	out, logs := &logBuffer{}, &logBuffer{}
+	cmd.Stdout, cmd.Stderr = out, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
