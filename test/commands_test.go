@@ -116,3 +116,15 @@ func TestDemoQuickStart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// SIGHUP (logrotate, systemctl reload) must not stop the gateway.
+func TestSIGHUPKeepsRunning(t *testing.T) {
+	addr := freeAddr(t)
+	g := startGateway(t, baseConfig(addr, freeAddr(t), ""), addr)
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	g.Log.WaitFor(t, "SIGHUP received: reloading is not supported by this version, restart to apply changes", 1)
+	r := dialRaw(t, "127.0.0.71", addr)
+	r.expect("220 ")
+}

@@ -165,8 +165,14 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 	}
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	s := <-sig
+	for s == syscall.SIGHUP {
+		// Go's default for SIGHUP is to exit; a reload signal (logrotate,
+		// systemctl reload) must never cut sessions.
+		log.Warn("SIGHUP received: reloading is not supported by this version, restart to apply changes")
+		s = <-sig
+	}
 	log.Info("draining", "signal", s.String(), "deadline", drainTimeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
