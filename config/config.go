@@ -84,6 +84,11 @@ type Auth struct {
 	Mechanisms []string `yaml:"mechanisms"` // PLAIN, LOGIN
 	// MaxFailures per session, then 421 and disconnect.
 	MaxFailures int `yaml:"max_failures"`
+	// MaxFailuresPerIP failed attempts from one address (IPv6: one /64)
+	// within FailureWindow refuse AUTH from it (421) until the window has
+	// passed.
+	MaxFailuresPerIP int      `yaml:"max_failures_per_ip"`
+	FailureWindow    Duration `yaml:"failure_window"`
 
 	// Users is the loaded UsersFile (set by validation; not a YAML key).
 	Users *users.DB `yaml:"-"`

@@ -18,6 +18,10 @@ const (
 
 	// DefaultMaxFailures: failed AUTH attempts per session before 421.
 	DefaultMaxFailures = 3
+	// DefaultMaxFailuresPerIP failed AUTH attempts from one address
+	// within DefaultFailureWindow shut AUTH for it.
+	DefaultMaxFailuresPerIP = 10
+	DefaultFailureWindow    = Duration(15 * time.Minute)
 
 	DefaultUpstreamConnectTimeout = Duration(10 * time.Second) // upstream TCP+TLS connect
 	DefaultUpstreamCommandTimeout = Duration(5 * time.Minute)  // upstream reply to a command (RFC 5321 §4.5.3.2)
@@ -55,7 +59,8 @@ var defaultMechanisms = []string{"PLAIN", "LOGIN"}
 //   - relay.networks: none (nobody relays without AUTH)
 //   - listeners[].tls: starttls; listeners[].auth: off
 //   - tls.min_version: "1.2"
-//   - auth.mechanisms: [PLAIN, LOGIN]; auth.max_failures: 3
+//   - auth.mechanisms: [PLAIN, LOGIN]; auth.max_failures: 3;
+//     auth.max_failures_per_ip: 10 within auth.failure_window: 15m
 //   - upstream.connect_timeout 10s, command_timeout 5m, retry_after 30s,
 //     idle_sessions 32, idle_timeout 30s;
 //     upstream.servers[].tls: starttls
@@ -89,6 +94,8 @@ func (c *Config) ApplyDefaults() {
 		c.Auth.Mechanisms = append([]string(nil), defaultMechanisms...)
 	}
 	setInt(&c.Auth.MaxFailures, DefaultMaxFailures)
+	setInt(&c.Auth.MaxFailuresPerIP, DefaultMaxFailuresPerIP)
+	setDur(&c.Auth.FailureWindow, DefaultFailureWindow)
 
 	u := &c.Upstream
 	for i := range u.Servers {

@@ -89,6 +89,7 @@ func (c *Config) Policy() string {
 		p("  AUTH\t%s on %s", strings.Join(c.Auth.Mechanisms, ", "), strings.Join(authOn, ", "))
 		p("  users file\t%s (%s)", c.Auth.UsersFile, users)
 		p("  AUTH failures\t%d per session, then 421 and disconnect", c.Auth.MaxFailures)
+		p("  AUTH failures per address\t%d within %s, then AUTH refused (421) for the rest of the window", c.Auth.MaxFailuresPerIP, c.Auth.FailureWindow)
 	} else {
 		p("  AUTH\toffered on no listener")
 	}

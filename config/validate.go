@@ -457,6 +457,12 @@ func (c *Config) validateAuth(d *diag) {
 			d.errorf(key, "unknown mechanism %q (want PLAIN or LOGIN)", m)
 		}
 	}
+	if a.MaxFailuresPerIP < 1 {
+		d.errorf("auth.max_failures_per_ip", "must be at least 1, got %d", a.MaxFailuresPerIP)
+	}
+	if a.FailureWindow <= 0 {
+		d.errorf("auth.failure_window", "must be positive, got %s", a.FailureWindow)
+	}
 	if a.MaxFailures < 1 {
 		d.errorf("auth.max_failures", "must be at least 1, got %d", a.MaxFailures)
 	}

@@ -44,6 +44,17 @@ type HeloFilter interface {
 	Helo(ctx context.Context, s *Session) Verdict
 }
 
+// AuthFilter runs when a client starts AUTH, before its credentials are
+// read or checked (so a refusal also spares the password hashing).
+type AuthFilter interface {
+	Auth(ctx context.Context, s *Session) Verdict
+}
+
+// AuthObserver is told the outcome of every AUTH attempt.
+type AuthObserver interface {
+	AuthResult(s *Session, user string, ok bool)
+}
+
 // MailFilter runs at MAIL FROM.
 type MailFilter interface {
 	Mail(ctx context.Context, s *Session, t *Transaction) Verdict

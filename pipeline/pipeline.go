@@ -47,6 +47,25 @@ func (p *Pipeline) Helo(ctx context.Context, s *Session) Verdict {
 	})
 }
 
+// Auth runs the AUTH stage.
+func (p *Pipeline) Auth(ctx context.Context, s *Session) Verdict {
+	return p.run(ctx, s, StageAuth, &s.Decisions, "", func(f Filter) (Verdict, bool) {
+		if c, ok := f.(AuthFilter); ok {
+			return c.Auth(ctx, s), true
+		}
+		return Verdict{}, false
+	})
+}
+
+// AuthResult tells every AuthObserver how an AUTH attempt ended.
+func (p *Pipeline) AuthResult(s *Session, user string, ok bool) {
+	for _, e := range p.entries {
+		if o, is := e.Filter.(AuthObserver); is {
+			o.AuthResult(s, user, ok)
+		}
+	}
+}
+
 // Mail runs the MAIL FROM stage.
 func (p *Pipeline) Mail(ctx context.Context, s *Session, t *Transaction) Verdict {
 	return p.run(ctx, s, StageMail, &t.Decisions, "", func(f Filter) (Verdict, bool) {
@@ -146,6 +165,8 @@ func implements(f Filter, stage Stage) bool {
 		_, ok = f.(ConnectFilter)
 	case StageHelo:
 		_, ok = f.(HeloFilter)
+	case StageAuth:
+		_, ok = f.(AuthFilter)
 	case StageMail:
 		_, ok = f.(MailFilter)
 	case StageRcpt:

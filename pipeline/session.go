@@ -91,9 +91,21 @@ func (h *handler) TLSStarted(state tls.ConnectionState) {
 	h.s.Helo = ""
 }
 
-func (h *handler) Authenticated(user string) { h.s.AuthUser = user }
+func (h *handler) AuthStart(ctx context.Context) *smtpd.Reply {
+	if v := h.g.Pipeline.Auth(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
+		h.g.Log.Info("authentication refused", "session", h.s.ID, "client", h.s.ClientIP().String(), "reason", v.Reason)
+		return refusal(v)
+	}
+	return nil
+}
+
+func (h *handler) Authenticated(user string) {
+	h.s.AuthUser = user
+	h.g.Pipeline.AuthResult(h.s, user, true)
+}
 
 func (h *handler) AuthFailed(user string) {
+	h.g.Pipeline.AuthResult(h.s, user, false)
 	h.g.Log.Info("authentication failed", "session", h.s.ID, "client", h.s.ClientIP().String(),
 		"user", smtpd.Sanitize(user, 64))
 }

@@ -595,6 +595,12 @@ func (c *conn) auth(arg string) bool {
 	if !offered {
 		return c.protocolError(replyAuthMech)
 	}
+	ctx, cancel := c.ctx(c.cfg.CommandTimeout)
+	r := c.h.AuthStart(ctx)
+	cancel()
+	if r != nil && !r.Positive() {
+		return c.send(r, Reply{})
+	}
 
 	var user, pass string
 	var st authStatus

@@ -17,6 +17,7 @@ type acceptAll struct{}
 func (acceptAll) Connect(context.Context) *Reply                   { return nil }
 func (acceptAll) Helo(context.Context, string, bool) *Reply        { return nil }
 func (acceptAll) TLSStarted(tls.ConnectionState)                   {}
+func (acceptAll) AuthStart(context.Context) *Reply                 { return nil }
 func (acceptAll) Authenticated(string)                             {}
 func (acceptAll) AuthFailed(string)                                {}
 func (acceptAll) Mail(context.Context, Path, MailParams) *Reply    { return nil }

@@ -86,6 +86,9 @@ type Handler interface {
 	// TLSStarted is called after a STARTTLS handshake; the session state
 	// is reset as RFC 3207 requires.
 	TLSStarted(state tls.ConnectionState)
+	// AuthStart is called when a client starts AUTH, before any
+	// credentials are read or checked; a reply refuses it.
+	AuthStart(ctx context.Context) *Reply
 	// Authenticated is called after a successful AUTH.
 	Authenticated(user string)
 	// AuthFailed is called after each failed AUTH attempt.

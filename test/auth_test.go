@@ -139,3 +139,26 @@ func TestAuthListeners(t *testing.T) {
 		r.cmd("AUTH LOGIN", "503")
 	})
 }
+
+// Failures are also counted per client address across sessions: a bot
+// that reconnects after every refusal is shut out, other addresses are not.
+func TestAuthFailuresPerIP(t *testing.T) {
+	up := startUpstream(t, recorder.Options{})
+	env := newTLSEnv(t)
+	env.authExtra = ", max_failures: 1, max_failures_per_ip: 2, failure_window: 1m"
+	sub := freeAddr(t)
+	startGateway(t, env.config(up.Addr(), listener("submissions", sub, "implicit", "required")), sub)
+	attempt := func(src, pass, want string) {
+		t.Helper()
+		r := dialRaw(t, src, sub)
+		r.c = tlsWrap(t, r, env)
+		r.greet()
+		r.cmd("AUTH PLAIN "+b64("\x00alice\x00"+pass), want)
+	}
+	attempt("127.0.0.54", "wrong", "421 4.7.0") // max_failures 1: the session ends
+	attempt("127.0.0.54", "wrong", "421 4.7.0")
+	// The address is now shut out, even with the right password, before
+	// any password is checked.
+	attempt("127.0.0.54", "alice-secret", "421 4.7.0 Too many authentication failures")
+	attempt("127.0.0.55", "alice-secret", "235 2.7.0")
+}

@@ -24,6 +24,8 @@ type tlsEnv struct {
 	key  string
 	ca   string
 	usr  string
+	// authExtra is added to the auth: block, e.g. ", max_failures: 1".
+	authExtra string
 }
 
 func newTLSEnv(t *testing.T) *tlsEnv {
@@ -66,13 +68,13 @@ func (e *tlsEnv) config(upstream string, listeners ...string) string {
 domains: [example.com]
 listeners:
 %stls: {cert: %s, key: %s}
-auth: {users_file: %s}
+auth: {users_file: %s%s}
 upstream:
   servers: [{address: %s, tls: none}]
   connect_timeout: 2s
   command_timeout: 3s
 log: {format: json, level: debug}
-`, strings.Join(listeners, ""), e.cert, e.key, e.usr, upstream)
+`, strings.Join(listeners, ""), e.cert, e.key, e.usr, e.authExtra, upstream)
 }
 
 // client is a TLS client config that verifies the gateway's certificate.

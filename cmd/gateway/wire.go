@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"mailgate/config"
+	"mailgate/filters/authlimit"
 	"mailgate/filters/limits"
 	"mailgate/filters/loop"
 	"mailgate/filters/relay"
@@ -38,6 +39,10 @@ func buildPipeline(c *config.Config) *pipeline.Pipeline {
 			Authenticated: c.Relay.Authenticated == nil || *c.Relay.Authenticated,
 		}), Mode: pipeline.Enforce},
 		pipeline.Entry{Filter: loop.New(c.Limits.MaxReceivedHeaders), Mode: pipeline.Enforce},
+		pipeline.Entry{Filter: authlimit.New(authlimit.Config{
+			MaxFailures: c.Auth.MaxFailuresPerIP,
+			Window:      c.Auth.FailureWindow.D(),
+		}), Mode: pipeline.Enforce},
 	)
 }
 
