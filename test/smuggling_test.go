@@ -1,6 +1,7 @@
 package test
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -88,4 +89,57 @@ func TestBareLineEndingsReject(t *testing.T) {
 	if _, err := up.WaitMessages(1, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Random payloads built from the pieces smuggling is made of: whatever the
+// mix, the lenient upstream never records a message the client did not
+// send as one, and never one from the smuggled sender.
+func TestSmugglingRandomPayloads(t *testing.T) {
+	up := startUpstream(t, recorder.Options{Lenient: true})
+	addr := freeAddr(t)
+	startGateway(t, baseConfig(addr, up.Addr(), "limits: {max_commands: 100000, max_messages_per_session: 100000}\n"), addr)
+	pieces := []string{"\r", "\n", "\r\n", ".", "..", "\x00", " ", "x",
+		"MAIL FROM:<evil@example.com>\r\n", "RCPT TO:<victim@example.com>\r\n", "DATA\r\n", "QUIT\r\n", "RSET\r\n"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	r := dialRaw(t, "127.0.0.63", addr)
+	r.greet()
+	accepted := 0
+	for i := 0; i < 300; i++ {
+		var b strings.Builder
+		b.WriteString("Subject: random\r\n\r\nbody\r\n")
+		for j := 0; j < 12; j++ {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		// Dot-stuffed as a client would, at CRLF line starts only: bare CR
+		// and LF stay as they are.
+		lines := strings.Split(b.String(), "\r\n")
+		for k, l := range lines {
+			if strings.HasPrefix(l, ".") {
+				lines[k] = "." + l
+			}
+		}
+		payload := strings.Join(lines, "\r\n")
+		r.openData()
+		r.send(payload + "\r\n.\r\n")
+		reply := r.reply()
+		switch {
+		case strings.HasPrefix(reply, "250 "):
+			accepted++
+		case strings.HasPrefix(reply, "550 5.6.0"):
+		default:
+			t.Fatalf("payload %q: reply %q", payload, reply)
+		}
+	}
+	r.cmd("QUIT", "221")
+	time.Sleep(200 * time.Millisecond)
+	msgs := up.Messages()
+	if len(msgs) != accepted {
+		t.Fatalf("client had %d messages accepted, the upstream recorded %d", accepted, len(msgs))
+	}
+	for _, m := range msgs {
+		if m.From != "alice@example.net" {
+			t.Fatalf("smuggled message recorded: from %s", m.From)
+		}
+	}
+	t.Logf("%d of 300 random payloads accepted (normalised), the rest refused as smuggling", accepted)
 }
