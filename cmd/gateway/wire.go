@@ -13,7 +13,6 @@ import (
 	"mailgate/filters/relay"
 	"mailgate/filters/relayexploit"
 	"mailgate/filters/size"
-	"mailgate/internal/users"
 	"mailgate/pipeline"
 	"mailgate/smtpd"
 	"mailgate/upstream"
@@ -76,12 +75,8 @@ func build(c *config.Config, log *slog.Logger) (*gateway, error) {
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: c.TLS.MinVersionValue()}
 	}
 	var auth smtpd.Authenticator
-	if c.Auth.UsersFile != "" {
-		db, err := users.Load(c.Auth.UsersFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.users_file: %w", err)
-		}
-		auth = db
+	if c.Auth.Users != nil { // loaded and checked by validation
+		auth = c.Auth.Users
 	}
 
 	g := &gateway{relay: relayClient}
