@@ -267,7 +267,7 @@ func (h *handler) messageID() string { return fmt.Sprintf("%s.%d", h.s.ID, h.txn
 
 func (h *handler) Reset() {
 	if h.t != nil {
-		h.endTxn("aborted", nil, "")
+		h.endTxn(h.unfinishedOutcome(), nil, "")
 	}
 	if h.up != nil && h.upMail && !h.up.Broken() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -284,7 +284,7 @@ func (h *handler) Reset() {
 
 func (h *handler) Close(stats smtpd.Stats) {
 	if h.t != nil {
-		h.endTxn("aborted", nil, "")
+		h.endTxn(h.unfinishedOutcome(), nil, "")
 	}
 	if h.up != nil {
 		if h.upMail {
@@ -295,6 +295,14 @@ func (h *handler) Close(stats smtpd.Stats) {
 		h.up = nil
 	}
 	h.logSession(stats)
+}
+
+// unfinishedOutcome names a transaction that ended without DATA.
+func (h *handler) unfinishedOutcome() string {
+	if len(h.t.Rcpts) == 0 && len(h.rejectedRcpts) > 0 {
+		return "rejected at rcpt"
+	}
+	return "aborted"
 }
 
 // endTxn logs the transaction and forgets it.

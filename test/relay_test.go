@@ -12,7 +12,7 @@ import (
 func TestRelayControl(t *testing.T) {
 	up := startUpstream(t, recorder.Options{})
 	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), "relay: {networks: [127.0.0.20/32]}\n"), addr)
+	g := startGateway(t, baseConfig(addr, up.Addr(), "relay: {networks: [127.0.0.20/32]}\n"), addr)
 
 	stranger := client(t, "127.0.0.21", addr)
 	if err := stranger.Mail("alice@example.net", nil); err != nil {
@@ -27,6 +27,11 @@ func TestRelayControl(t *testing.T) {
 	}
 	if up.Sessions() != 0 {
 		t.Errorf("a refused relay attempt opened %d upstream sessions", up.Sessions())
+	}
+	stranger.Quit()
+	rec := g.Log.WaitForClient(t, "message", "127.0.0.21")
+	if rec["outcome"] != "rejected at rcpt" || len(rec["rejected_rcpts"].([]any)) != 3 {
+		t.Errorf("log of the refused relay attempt: %v", rec)
 	}
 
 	trusted := client(t, "127.0.0.20", addr)
