@@ -12,9 +12,7 @@ import (
 // The banner and replies give nothing away; VRFY, EXPN and friends are
 // closed.
 func TestProtocolHardening(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	_, addr, _ := plainGateway(t, "")
 	r := dialRaw(t, "127.0.0.30", addr)
 	if banner := r.expect("220 "); banner != "220 mx.gateway.test ESMTP" {
 		t.Errorf("banner %q: want exactly the hostname and ESMTP, no software or version", banner)
@@ -48,9 +46,7 @@ func TestProtocolHardening(t *testing.T) {
 
 // Command lines are limited to 512 octets, body lines of 998 octets pass.
 func TestLineLengths(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	up, addr, _ := plainGateway(t, "")
 	r := dialRaw(t, "127.0.0.31", addr)
 	r.greet()
 	r.cmd("NOOP "+strings.Repeat("x", 600), "500 5.5.2")
@@ -71,9 +67,7 @@ func TestLineLengths(t *testing.T) {
 }
 
 func TestSizeLimit(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	g := startGateway(t, baseConfig(addr, up.Addr(), "limits: {max_message_size: 64KB, spool_threshold: 16KB}\n"), addr)
+	up, addr, g := plainGateway(t, "limits: {max_message_size: 64KB, spool_threshold: 16KB}\n")
 	r := dialRaw(t, "127.0.0.32", addr)
 	r.expect("220 ")
 	if ehlo := r.cmd("EHLO client.example.net", "250"); !strings.Contains(ehlo, "SIZE 65536") {
@@ -118,9 +112,7 @@ func TestSizeLimit(t *testing.T) {
 }
 
 func TestLoopProtection(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), "limits: {max_received_headers: 5}\n"), addr)
+	up, addr, _ := plainGateway(t, "limits: {max_received_headers: 5}\n")
 	c := client(t, "127.0.0.33", addr)
 	hops := func(n int) string {
 		var b strings.Builder
@@ -187,9 +179,7 @@ func TestSessionLimits(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), "limits: {timeouts: {greeting: 1s, command: 1s, data: 2s}}\n"), addr)
+	up, addr, _ := plainGateway(t, "limits: {timeouts: {greeting: 1s, command: 1s, data: 2s}}\n")
 	t.Run("greeting", func(t *testing.T) {
 		r := dialRaw(t, "127.0.0.38", addr)
 		r.expect("220 ")
@@ -245,9 +235,7 @@ func TestStartTLSInjection(t *testing.T) {
 // PIPELINING: a batch of commands in one write gets its replies in order,
 // and the message still goes through.
 func TestPipelining(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	up, addr, _ := plainGateway(t, "")
 	r := dialRaw(t, "127.0.0.41", addr)
 	r.greet()
 	r.send("MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
@@ -266,9 +254,7 @@ func TestPipelining(t *testing.T) {
 // Every malformed or out-of-order command gets a clear reply, and the
 // session goes on.
 func TestProtocolErrors(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), "limits: {max_errors: 100}\n"), addr)
+	_, addr, _ := plainGateway(t, "limits: {max_errors: 100}\n")
 	r := dialRaw(t, "127.0.0.42", addr)
 	r.expect("220 ")
 	steps := []struct{ cmd, want string }{

@@ -239,6 +239,15 @@ func startUpstream(t *testing.T, opts recorder.Options) *recorder.Server {
 	return s
 }
 
+// plainGateway starts a recording upstream and a gateway with one plain
+// listener in front of it (baseConfig plus extra).
+func plainGateway(t *testing.T, extra string) (*recorder.Server, string, *gateway) {
+	t.Helper()
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	return up, addr, startGateway(t, baseConfig(addr, up.Addr(), extra), addr)
+}
+
 // dialFrom connects to addr from a chosen loopback source address, so each
 // test has its own client IP.
 func dialFrom(t *testing.T, src, addr string) net.Conn {

@@ -15,9 +15,7 @@ import (
 // A message for a local domain reaches the upstream, with the gateway's
 // Received header on top, and the client's 250 comes after the upstream's.
 func TestDeliverInbound(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	g := startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	up, addr, g := plainGateway(t, "")
 
 	c := client(t, "127.0.0.2", addr)
 	if err := send(c, "alice@example.net", []string{"bob@example.com", "carol@EXAMPLE.org"}, testMessage); err != nil {
@@ -235,9 +233,7 @@ func TestUpstreamTLSVerified(t *testing.T) {
 // Upstream sessions are reused across client sessions; one that the
 // upstream closed while idle is replaced without the client noticing.
 func TestUpstreamSessionReuse(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	up, addr, _ := plainGateway(t, "")
 	for i := 0; i < 3; i++ {
 		c := client(t, "127.0.0.9", addr)
 		if err := send(c, "alice@example.net", []string{"bob@example.com"}, testMessage); err != nil {
@@ -268,21 +264,15 @@ func TestUpstreamSessionReuse(t *testing.T) {
 // SIGTERM drains: no new connections, idle sessions get 421, a message
 // being received is finished and delivered.
 func TestDrainOnSIGTERM(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	g := startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	up, addr, g := plainGateway(t, "")
 
 	busy := dialRaw(t, "127.0.0.10", addr)
-	busy.expect("220 ")
-	busy.cmd("EHLO client.example.net", "250")
-	busy.cmd("MAIL FROM:<alice@example.net>", "250")
-	busy.cmd("RCPT TO:<bob@example.com>", "250")
-	busy.cmd("DATA", "354")
+	busy.greet()
+	busy.openData()
 	busy.send("Subject: in flight\r\n\r\nfirst half\r\n")
 
 	idle := dialRaw(t, "127.0.0.11", addr)
-	idle.expect("220 ")
-	idle.cmd("EHLO client.example.net", "250")
+	idle.greet()
 
 	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

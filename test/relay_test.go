@@ -10,9 +10,7 @@ import (
 // Relay control: local domains are open to all, other domains only for
 // relay.networks (or authenticated users, see TestAuth*).
 func TestRelayControl(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	g := startGateway(t, baseConfig(addr, up.Addr(), "relay: {networks: [127.0.0.20/32]}\n"), addr)
+	up, addr, g := plainGateway(t, "relay: {networks: [127.0.0.20/32]}\n")
 
 	stranger := client(t, "127.0.0.21", addr)
 	if err := stranger.Mail("alice@example.net", nil); err != nil {
@@ -85,9 +83,7 @@ func TestRelayExploits(t *testing.T) {
 
 // An address literal naming the gateway's own address is local.
 func TestOwnAddressLiteralIsLocal(t *testing.T) {
-	up := startUpstream(t, recorder.Options{})
-	addr := freeAddr(t)
-	startGateway(t, baseConfig(addr, up.Addr(), ""), addr)
+	_, addr, _ := plainGateway(t, "")
 	r := dialRaw(t, "127.0.0.24", addr)
 	r.greet()
 	r.cmd("MAIL FROM:<alice@example.net>", "250")
