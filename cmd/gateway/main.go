@@ -131,6 +131,11 @@ const drainTimeout = 30 * time.Second
 // serve runs the gateway until SIGTERM or SIGINT, then drains. started,
 // if set, is called once every listener accepts connections.
 func serve(c *config.Config, log *slog.Logger, started func()) int {
+	// Signals are caught before any listener opens: a SIGHUP that arrives
+	// as soon as the port answers must not take Go's default (exit).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	g, err := build(c, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -164,8 +169,6 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 		started()
 	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	s := <-sig
 	for s == syscall.SIGHUP {
 		// Go's default for SIGHUP is to exit; a reload signal (logrotate,
