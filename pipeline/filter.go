@@ -72,6 +72,17 @@ type DataFilter interface {
 	Data(ctx context.Context, s *Session, t *Transaction, m *Message) Verdict
 }
 
+// PregreetFilter judges a client that talked before the banner (see
+// smtpd.Config.PregreetWait): bots do, real MTAs wait for the greeting.
+type PregreetFilter interface {
+	Pregreet(ctx context.Context, s *Session) Verdict
+}
+
+// DisconnectObserver is told when a session ends (connection counters).
+type DisconnectObserver interface {
+	Disconnect(s *Session)
+}
+
 // Session is what filters know about the client connection.
 type Session struct {
 	ID       string
@@ -83,9 +94,13 @@ type Session struct {
 	TLS      *tls.ConnectionState
 	// AuthUser is the authenticated user name, "" if none.
 	AuthUser string
-	// Whitelisted is set once an Accept verdict was applied.
+	// Whitelisted is set once an Accept verdict was applied at the
+	// connect, HELO or AUTH stage (an allow-listed client, a relay
+	// network, an authenticated user): antispam filters are skipped for
+	// the rest of the session.
 	Whitelisted bool
-	// Score is the sum of applied Score verdicts.
+	// Score is the sum of applied Score verdicts of the connect, HELO
+	// and AUTH stages.
 	Score float64
 	Tags  []string
 	// Messages counts the messages accepted so far in this session.
@@ -93,7 +108,22 @@ type Session struct {
 	// Decisions of the connection and HELO stages (message stages are in
 	// the Transaction).
 	Decisions []Decision
+	// notes hold what filters learn for later stages (a DNSBL result
+	// deferred to RCPT, ...), keyed by the filter.
+	notes map[any]any
 }
+
+// SetNote keeps a value for later stages of the session. Keys are
+// unexported types of the filter's package, so filters cannot collide.
+func (s *Session) SetNote(key, value any) {
+	if s.notes == nil {
+		s.notes = map[any]any{}
+	}
+	s.notes[key] = value
+}
+
+// Note returns a value kept with SetNote, or nil.
+func (s *Session) Note(key any) any { return s.notes[key] }
 
 // ClientIP returns the client's address, unmapped from IPv4-in-IPv6.
 func (s *Session) ClientIP() netip.Addr { return s.Client.Addr().Unmap() }
@@ -112,7 +142,31 @@ type Transaction struct {
 	// Headers to prepend to the message for the upstream, in order
 	// (each a complete "Name: value\r\n" field).
 	AddHeaders []string
+	// Whitelisted is set by an Accept verdict of the MAIL, RCPT or DATA
+	// stage (an allow-listed sender): antispam filters are skipped for
+	// this transaction only.
+	Whitelisted bool
+	// Score and Tags of this transaction's Score verdicts (the
+	// session's are added for thresholds).
+	Score float64
+	Tags  []string
+	notes map[any]any
 }
+
+// SetNote keeps a value for later stages of the transaction (the SPF
+// result for the Authentication-Results header, ...).
+func (t *Transaction) SetNote(key, value any) {
+	if t.notes == nil {
+		t.notes = map[any]any{}
+	}
+	t.notes[key] = value
+}
+
+// Note returns a value kept with SetNote, or nil.
+func (t *Transaction) Note(key any) any { return t.notes[key] }
+
+// TotalScore is the session's score plus this transaction's.
+func (t *Transaction) TotalScore(s *Session) float64 { return s.Score + t.Score }
 
 // Address is a parsed envelope path.
 type Address = mailaddr.Address

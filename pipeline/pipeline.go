@@ -29,7 +29,7 @@ func (p *Pipeline) Filters() []Entry { return p.entries }
 
 // Connect runs the connect stage.
 func (p *Pipeline) Connect(ctx context.Context, s *Session) Verdict {
-	return p.run(ctx, s, StageConnect, &s.Decisions, "", func(f Filter) (Verdict, bool) {
+	return p.run(ctx, s, nil, StageConnect, "", func(f Filter) (Verdict, bool) {
 		if c, ok := f.(ConnectFilter); ok {
 			return c.Connect(ctx, s), true
 		}
@@ -39,7 +39,7 @@ func (p *Pipeline) Connect(ctx context.Context, s *Session) Verdict {
 
 // Helo runs the HELO/EHLO stage.
 func (p *Pipeline) Helo(ctx context.Context, s *Session) Verdict {
-	return p.run(ctx, s, StageHelo, &s.Decisions, "", func(f Filter) (Verdict, bool) {
+	return p.run(ctx, s, nil, StageHelo, "", func(f Filter) (Verdict, bool) {
 		if c, ok := f.(HeloFilter); ok {
 			return c.Helo(ctx, s), true
 		}
@@ -49,7 +49,7 @@ func (p *Pipeline) Helo(ctx context.Context, s *Session) Verdict {
 
 // Auth runs the AUTH stage.
 func (p *Pipeline) Auth(ctx context.Context, s *Session) Verdict {
-	return p.run(ctx, s, StageAuth, &s.Decisions, "", func(f Filter) (Verdict, bool) {
+	return p.run(ctx, s, nil, StageAuth, "", func(f Filter) (Verdict, bool) {
 		if c, ok := f.(AuthFilter); ok {
 			return c.Auth(ctx, s), true
 		}
@@ -68,7 +68,7 @@ func (p *Pipeline) AuthResult(s *Session, user string, ok bool) {
 
 // Mail runs the MAIL FROM stage.
 func (p *Pipeline) Mail(ctx context.Context, s *Session, t *Transaction) Verdict {
-	return p.run(ctx, s, StageMail, &t.Decisions, "", func(f Filter) (Verdict, bool) {
+	return p.run(ctx, s, t, StageMail, "", func(f Filter) (Verdict, bool) {
 		if c, ok := f.(MailFilter); ok {
 			return c.Mail(ctx, s, t), true
 		}
@@ -78,7 +78,7 @@ func (p *Pipeline) Mail(ctx context.Context, s *Session, t *Transaction) Verdict
 
 // Rcpt runs the RCPT TO stage for one recipient.
 func (p *Pipeline) Rcpt(ctx context.Context, s *Session, t *Transaction, rcpt Address) Verdict {
-	return p.run(ctx, s, StageRcpt, &t.Decisions, rcpt.String(), func(f Filter) (Verdict, bool) {
+	return p.run(ctx, s, t, StageRcpt, rcpt.String(), func(f Filter) (Verdict, bool) {
 		if c, ok := f.(RcptFilter); ok {
 			return c.Rcpt(ctx, s, t, rcpt), true
 		}
@@ -88,7 +88,7 @@ func (p *Pipeline) Rcpt(ctx context.Context, s *Session, t *Transaction, rcpt Ad
 
 // Data runs the data stage on a received message.
 func (p *Pipeline) Data(ctx context.Context, s *Session, t *Transaction, m *Message) Verdict {
-	return p.run(ctx, s, StageData, &t.Decisions, "", func(f Filter) (Verdict, bool) {
+	return p.run(ctx, s, t, StageData, "", func(f Filter) (Verdict, bool) {
 		if c, ok := f.(DataFilter); ok {
 			return c.Data(ctx, s, t, m), true
 		}
@@ -96,12 +96,38 @@ func (p *Pipeline) Data(ctx context.Context, s *Session, t *Transaction, m *Mess
 	})
 }
 
+// Pregreet runs the pregreet filters for a client that talked before the
+// banner. It belongs to the connect stage.
+func (p *Pipeline) Pregreet(ctx context.Context, s *Session) Verdict {
+	return p.run(ctx, s, nil, StageConnect, "", func(f Filter) (Verdict, bool) {
+		if c, ok := f.(PregreetFilter); ok {
+			return c.Pregreet(ctx, s), true
+		}
+		return Verdict{}, false
+	})
+}
+
+// Disconnect tells every DisconnectObserver that the session ended.
+func (p *Pipeline) Disconnect(s *Session) {
+	for _, e := range p.entries {
+		if o, is := e.Filter.(DisconnectObserver); is {
+			o.Disconnect(s)
+		}
+	}
+}
+
 // run calls each filter implementing the stage (call reports whether it
 // does), records the decisions and returns the first refusal that is
-// applied, or Continue.
-func (p *Pipeline) run(ctx context.Context, s *Session, stage Stage, log *[]Decision, rcpt string, call func(Filter) (Verdict, bool)) Verdict {
+// applied, or Continue. t is nil for the session stages (connect, HELO,
+// AUTH): their decisions, scores and whitelisting belong to the session;
+// those of the message stages to the transaction.
+func (p *Pipeline) run(ctx context.Context, s *Session, t *Transaction, stage Stage, rcpt string, call func(Filter) (Verdict, bool)) Verdict {
+	log := &s.Decisions
+	if t != nil {
+		log = &t.Decisions
+	}
 	for _, e := range p.entries {
-		if s.Whitelisted && e.Filter.Kind() == Antispam {
+		if (s.Whitelisted || t != nil && t.Whitelisted) && e.Filter.Kind() == Antispam {
 			if implements(e.Filter, stage) {
 				p.record(log, Decision{Filter: e.Filter.Name(), Stage: stage, Skipped: true, Rcpt: rcpt,
 					Verdict: PassBecause("skipped: whitelisted")})
@@ -124,11 +150,22 @@ func (p *Pipeline) run(ctx context.Context, s *Session, stage Stage, log *[]Deci
 		}
 		switch v.Action {
 		case Accept:
-			s.Whitelisted = true
+			if t != nil {
+				t.Whitelisted = true
+			} else {
+				s.Whitelisted = true
+			}
 		case Score:
-			s.Score += v.Score
-			if v.Tag != "" {
-				s.Tags = append(s.Tags, v.Tag)
+			if t != nil {
+				t.Score += v.Score
+				if v.Tag != "" {
+					t.Tags = append(t.Tags, v.Tag)
+				}
+			} else {
+				s.Score += v.Score
+				if v.Tag != "" {
+					s.Tags = append(s.Tags, v.Tag)
+				}
 			}
 		case Reject, Tempfail:
 			return v

@@ -36,7 +36,7 @@ func TestPipelineOrderAndVerdicts(t *testing.T) {
 	if v.Reply.Code != 554 {
 		t.Fatalf("verdict %+v: accept must skip antispam but never relay control", v)
 	}
-	if spam.calls != 0 || !s.Whitelisted {
+	if spam.calls != 0 || !tx.Whitelisted {
 		t.Errorf("antispam filter called %d times after accept", spam.calls)
 	}
 	if len(tx.Decisions) != 3 || !tx.Decisions[1].Skipped || len(observed) != 3 {
@@ -62,11 +62,43 @@ func TestScoreAndPanic(t *testing.T) {
 	p := New(Entry{score, Enforce}, Entry{bad, Enforce})
 	s, tx := &Session{}, &Transaction{}
 	v := p.Rcpt(context.Background(), s, tx, Address{})
-	if s.Score != 2.5 || len(s.Tags) != 1 {
-		t.Errorf("score %v tags %v", s.Score, s.Tags)
+	if tx.Score != 2.5 || len(tx.Tags) != 1 || s.Score != 0 || tx.TotalScore(s) != 2.5 {
+		t.Errorf("transaction score %v tags %v, session score %v", tx.Score, tx.Tags, s.Score)
 	}
 	if v.Action != Tempfail || v.Reply.String() != "451 4.3.0 Temporary local problem, try again later" {
 		t.Errorf("a panicking filter must tempfail the message: %+v", v)
+	}
+}
+
+// An allow-listed sender (Accept at MAIL) whitelists its transaction
+// only; an Accept at connect whitelists the whole session.
+// allowAll whitelists at MAIL and at connect (not at RCPT).
+type allowAll struct{}
+
+func (allowAll) Name() string { return "allow" }
+func (allowAll) Kind() Kind   { return Policy }
+func (allowAll) Mail(context.Context, *Session, *Transaction) Verdict {
+	return Whitelist("allow-listed")
+}
+func (allowAll) Connect(context.Context, *Session) Verdict { return Whitelist("allow-listed") }
+
+func TestWhitelistScope(t *testing.T) {
+	allow := allowAll{}
+	spam := &fake{name: "antispam", kind: Antispam, v: Refuse(550, [3]int{5, 7, 1}, "spam", "listed")}
+	p := New(Entry{allow, Enforce}, Entry{spam, Enforce})
+	s := &Session{}
+	tx := &Transaction{}
+	if v := p.Mail(context.Background(), s, tx); v.Action != Continue || !tx.Whitelisted || s.Whitelisted {
+		t.Fatalf("mail-stage accept: verdict %+v, transaction %v, session %v", v, tx.Whitelisted, s.Whitelisted)
+	}
+	if v := p.Rcpt(context.Background(), s, &Transaction{}, Address{}); v.Action != Reject {
+		t.Errorf("the next transaction must not be whitelisted: %+v", v)
+	}
+	if v := p.Connect(context.Background(), s); v.Action != Continue || !s.Whitelisted {
+		t.Fatalf("connect-stage accept: %+v", v)
+	}
+	if v := p.Rcpt(context.Background(), s, &Transaction{}, Address{}); v.Action != Continue {
+		t.Errorf("a whitelisted session skips antispam: %+v", v)
 	}
 }
 

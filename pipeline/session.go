@@ -22,6 +22,9 @@ type Gateway struct {
 	Pipeline *Pipeline
 	Upstream *upstream.Relay
 	Log      *slog.Logger
+	// PregreetWait holds the banner back this long to catch clients that
+	// talk first (filters.pregreet.wait); 0: no wait.
+	PregreetWait time.Duration
 	// RejectBareLineEndings refuses messages with a bare CR or LF instead
 	// of normalising them (limits.bare_line_endings: reject).
 	RejectBareLineEndings bool
@@ -78,6 +81,22 @@ func (h *handler) Connect(ctx context.Context) *smtpd.Reply {
 	return nil
 }
 
+// PregreetWait is how long the banner is held back to catch clients that
+// talk first; allow-listed clients are not kept waiting.
+func (h *handler) PregreetWait() time.Duration {
+	if h.s.Whitelisted {
+		return 0
+	}
+	return h.g.PregreetWait
+}
+
+func (h *handler) Pregreet(ctx context.Context) *smtpd.Reply {
+	if v := h.g.Pipeline.Pregreet(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
+		return refusal(v)
+	}
+	return nil
+}
+
 func (h *handler) Helo(ctx context.Context, name string, extended bool) *smtpd.Reply {
 	h.s.Helo, h.s.Extended = name, extended
 	if v := h.g.Pipeline.Helo(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
@@ -101,6 +120,12 @@ func (h *handler) AuthStart(ctx context.Context) *smtpd.Reply {
 
 func (h *handler) Authenticated(user string) {
 	h.s.AuthUser = user
+	// Authenticated users are not spam sources to be judged by their
+	// address: antispam filters (greylisting, DNSBL at RCPT, SPF) are
+	// skipped; relay control and the other policy filters still apply.
+	h.s.Whitelisted = true
+	h.s.Decisions = append(h.s.Decisions, Decision{Filter: "auth", Stage: StageAuth,
+		Verdict: Whitelist("authenticated user")})
 	h.g.Pipeline.AuthResult(h.s, user, true)
 }
 
@@ -294,6 +319,7 @@ func (h *handler) Close(stats smtpd.Stats) {
 		}
 		h.up = nil
 	}
+	h.g.Pipeline.Disconnect(h.s)
 	h.logSession(stats)
 }
 

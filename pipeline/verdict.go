@@ -93,6 +93,12 @@ func Defer(code int, enhanced [3]int, text, reason string) Verdict {
 	return Verdict{Action: Tempfail, Reply: smtpd.Reply{Code: code, Enhanced: enhanced, Text: text}, Reason: reason}
 }
 
+// Points returns a Score verdict: score added to the session (or
+// transaction) score, tag noted for the headers.
+func Points(score float64, tag, reason string) Verdict {
+	return Verdict{Action: Score, Score: score, Tag: tag, Reason: reason}
+}
+
 // Decision is one filter's recorded verdict.
 type Decision struct {
 	Filter   string

@@ -151,6 +151,11 @@ func (c *conn) serve() {
 		c.reply(*refusal)
 		return
 	}
+	if p, ok := c.h.(Pregreeter); ok {
+		if wait := p.PregreetWait(); wait > 0 && !c.pregreetPassed(p, wait) {
+			return
+		}
+	}
 	c.reply(Reply{Code: 220, Text: c.cfg.Hostname + " ESMTP"})
 
 	for {
@@ -181,6 +186,33 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// pregreetPassed holds the banner back for wait and reports whether the
+// session may go on: a client that talks meanwhile is judged by the
+// handler, one that hangs up is gone.
+func (c *conn) pregreetPassed(p Pregreeter, wait time.Duration) bool {
+	c.dr.hard = time.Now().Add(wait)
+	_, err := c.rd.Peek(1)
+	c.dr.hard = time.Time{}
+	var ne net.Error
+	switch {
+	case err == nil:
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CommandTimeout)
+		refusal := p.Pregreet(ctx)
+		cancel()
+		if refusal != nil {
+			refusal.Close = true
+			c.end = "refused at connect: pregreet"
+			c.reply(*refusal)
+			return false
+		}
+		return true
+	case errors.As(err, &ne) && ne.Timeout() && !c.draining.Load():
+		return true
+	}
+	c.readFailed(err)
+	return false
 }
 
 // readFailed ends the session after a read error.

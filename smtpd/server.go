@@ -107,6 +107,15 @@ type Handler interface {
 	Close(stats Stats)
 }
 
+// Pregreeter is implemented by Handlers that want pregreet detection
+// (postscreen's "talks before the banner"): after Connect the engine holds
+// the banner back for PregreetWait and calls Pregreet if the client sent
+// anything meanwhile; a reply refuses the connection.
+type Pregreeter interface {
+	PregreetWait() time.Duration
+	Pregreet(ctx context.Context) *Reply
+}
+
 // MailParams are the MAIL FROM parameters the engine accepted.
 type MailParams struct {
 	// Size is the declared SIZE=, 0 if none.
