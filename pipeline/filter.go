@@ -91,6 +91,9 @@ type Session struct {
 	Local    netip.AddrPort
 	Helo     string
 	Extended bool // EHLO rather than HELO
+	// ClientHostname is the client's forward-confirmed reverse DNS name
+	// ("" if none or not looked up), set by the rdns filter.
+	ClientHostname string
 	TLS      *tls.ConnectionState
 	// AuthUser is the authenticated user name, "" if none.
 	AuthUser string
@@ -142,6 +145,10 @@ type Transaction struct {
 	// Headers to prepend to the message for the upstream, in order
 	// (each a complete "Name: value\r\n" field).
 	AddHeaders []string
+	// AuthResults are the sender authentication results (SPF now; DKIM
+	// and DMARC at DATA) for the Authentication-Results header and for
+	// filters keyed on a validated domain.
+	AuthResults []AuthResult
 	// Whitelisted is set by an Accept verdict of the MAIL, RCPT or DATA
 	// stage (an allow-listed sender): antispam filters are skipped for
 	// this transaction only.
@@ -151,6 +158,28 @@ type Transaction struct {
 	Score float64
 	Tags  []string
 	notes map[any]any
+}
+
+// AuthResult is one method's result (RFC 8601 terms).
+type AuthResult struct {
+	Method string // "spf", "dkim", "dmarc"
+	Result string // "pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"
+	// Domain is the domain the result is about (SPF: the MAIL FROM
+	// domain, or the HELO name for the null sender).
+	Domain string
+	// Property is the identity checked, e.g. "smtp.mailfrom=example.org".
+	Property string
+	Reason   string
+}
+
+// AuthResult returns the transaction's result for method, if any.
+func (t *Transaction) AuthResult(method string) (AuthResult, bool) {
+	for _, r := range t.AuthResults {
+		if r.Method == method {
+			return r, true
+		}
+	}
+	return AuthResult{}, false
 }
 
 // SetNote keeps a value for later stages of the transaction (the SPF

@@ -30,7 +30,8 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Incr adds n to the counter key and returns the new value. A counter
 	// that did not exist starts at 0 and expires window after its creation
-	// (a fixed window).
+	// (a fixed window). A key is used either as a counter or with
+	// Get/Set/Add, never both (the file backend keeps counters apart).
 	Incr(ctx context.Context, key string, n int64, window time.Duration) (int64, error)
 	// Close releases the store.
 	Close() error
