@@ -28,6 +28,9 @@ type Config struct {
 	Auth      Auth       `yaml:"auth"`
 	Upstream  Upstream   `yaml:"upstream"`
 	Limits    Limits     `yaml:"limits"`
+	DNS       DNS        `yaml:"dns"`
+	Filters   Filters    `yaml:"filters"`
+	State     State      `yaml:"state"`
 	Log       Log        `yaml:"log"`
 
 	// Path is the file the config was loaded from (not a YAML key).
@@ -68,6 +71,9 @@ type Listener struct {
 	Address string   `yaml:"address"`
 	TLS     TLSMode  `yaml:"tls"`
 	Auth    AuthMode `yaml:"auth"`
+	// Access are this listener's client allow/deny networks, on top of
+	// filters.access.
+	Access AccessRules `yaml:"access"`
 }
 
 // TLS is the server certificate used by every TLS listener.
@@ -122,6 +128,14 @@ type UpstreamServer struct {
 
 // Limits are the protocol and resource limits of SPEC §4.
 type Limits struct {
+	// MaxConnections for the whole gateway, MaxConnectionsPerIP
+	// concurrent per client address (IPv6: per /64), and
+	// ConnectionRatePerIP new connections per client; over any: 421
+	// 4.7.0. Allow-listed clients and relay networks are exempt from the
+	// per-address limits.
+	MaxConnections        int      `yaml:"max_connections"`
+	MaxConnectionsPerIP   int      `yaml:"max_connections_per_ip"`
+	ConnectionRatePerIP   Rate     `yaml:"connection_rate_per_ip"`
 	MaxMessageSize        Size     `yaml:"max_message_size"`
 	MaxRecipients         int      `yaml:"max_recipients"`
 	MaxReceivedHeaders    int      `yaml:"max_received_headers"`

@@ -262,6 +262,7 @@ upstream:
 		t.Errorf("upstream = %+v", u)
 	}
 	want := Limits{
+		MaxConnections: 2000, MaxConnectionsPerIP: 20, ConnectionRatePerIP: Rate{N: 60, Per: Duration(time.Minute)},
 		MaxMessageSize: 25 * MB, MaxRecipients: 100, MaxReceivedHeaders: 30, MaxLineLength: 512,
 		MaxCommands: 200, MaxErrors: 10, MaxMessagesPerSession: 100,
 		Timeouts:       Timeouts{Greeting: Duration(5 * time.Minute), Command: Duration(5 * time.Minute), Data: Duration(10 * time.Minute)},

@@ -129,6 +129,8 @@ func (c *Config) ApplyDefaults() {
 		l.BareLineEndings = DefaultBareLineEndings
 	}
 
+	c.applyFilterDefaults()
+
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}

@@ -340,7 +340,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 		return
 	}
 	if isNull(n) {
-		return // "key:" with no value, or null: keep the zero value (default)
+		// "key:" with no value, or null: keep the zero value (default),
+		// except that an empty filter block ("rdns:") enables the filter.
+		if v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Struct {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return
 	}
 	if v.Addr().Type().Implements(unmarshalerType) {
 		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
@@ -380,6 +385,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 			return
 		}
 		v.SetBool(b)
+	case reflect.Float32, reflect.Float64:
+		var f float64
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&f) != nil {
+			d.decodeErr(line, key, "want a number, got %s", describe(n))
+			return
+		}
+		v.SetFloat(f)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		var i int64
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&i) != nil {
@@ -594,5 +606,8 @@ func (c *Config) resolvePaths(dir string) {
 	abs(&c.Auth.UsersFile)
 	for i := range c.Upstream.Servers {
 		abs(&c.Upstream.Servers[i].CA)
+	}
+	if p, ok := strings.CutPrefix(c.State.Store, storeFile); ok && p != "" && !filepath.IsAbs(p) {
+		c.State.Store = storeFile + filepath.Join(dir, p)
 	}
 }

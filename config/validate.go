@@ -48,6 +48,10 @@ func (c *Config) validate(d *diag) {
 	c.validateAuth(d)
 	c.validateUpstream(d)
 	c.validateLimits(d)
+	c.validateConnLimits(d)
+	c.validateDNS(d)
+	c.validateState(d)
+	c.validateFilters(d)
 	c.validateLog(d)
 }
 
