@@ -76,9 +76,22 @@ func refusal(v Verdict) *smtpd.Reply {
 
 func (h *handler) Connect(ctx context.Context) *smtpd.Reply {
 	if v := h.g.Pipeline.Connect(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
-		return refusal(v)
+		return greetingRefusal(v)
 	}
 	return nil
+}
+
+// greetingRefusal is a refusal in place of the banner: RFC 5321 §3.1
+// allows only 554 (go away) and 421 (try later) there, so a filter's 550
+// or 450 keeps its enhanced code and text under the greeting's code.
+func greetingRefusal(v Verdict) *smtpd.Reply {
+	r := v.Reply
+	if v.Action == Tempfail {
+		r.Code = 421
+	} else {
+		r.Code = 554
+	}
+	return &r
 }
 
 // PregreetWait is how long the banner is held back to catch clients that
@@ -92,7 +105,7 @@ func (h *handler) PregreetWait() time.Duration {
 
 func (h *handler) Pregreet(ctx context.Context) *smtpd.Reply {
 	if v := h.g.Pipeline.Pregreet(ctx, h.s); v.Action == Reject || v.Action == Tempfail {
-		return refusal(v)
+		return greetingRefusal(v)
 	}
 	return nil
 }

@@ -276,7 +276,7 @@ func addrs(ips []netip.Addr, rrs []dns.RR) []netip.Addr {
 // (returned as error only when non-nil).
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	fqdn := strings.ToLower(dns.Fqdn(name))
-	if _, ok := dns.IsDomainName(fqdn); !ok || fqdn == "." || len(fqdn) > 254 {
+	if !valid(fqdn) {
 		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
 	k := key{fqdn, qtype}
@@ -303,6 +303,22 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 		}
 		return nil, &net.DNSError{Err: msg, Name: name, IsTimeout: true, IsTemporary: true, UnwrapErr: ctx.Err()}
 	}
+}
+
+// valid reports whether fqdn can be asked: at most 253 octets, no empty
+// labels, and none of the zone-file escapes or control bytes that names
+// from a hostile HELO or MAIL FROM could smuggle in.
+func valid(fqdn string) bool {
+	if fqdn == "." || len(fqdn) > 254 || strings.ContainsRune(fqdn, '\\') {
+		return false
+	}
+	for i := 0; i < len(fqdn); i++ {
+		if fqdn[i] <= ' ' || fqdn[i] >= 0x7f {
+			return false
+		}
+	}
+	_, ok := dns.IsDomainName(fqdn)
+	return ok
 }
 
 func (e *entry) result(name string) ([]dns.RR, error) {
