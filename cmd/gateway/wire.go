@@ -2,47 +2,192 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 
 	"mailgate/config"
+	"mailgate/filters/access"
 	"mailgate/filters/authlimit"
+	"mailgate/filters/barring"
+	"mailgate/filters/connlimit"
+	"mailgate/filters/dnsbl"
+	"mailgate/filters/greylist"
+	"mailgate/filters/helo"
 	"mailgate/filters/limits"
 	"mailgate/filters/loop"
+	"mailgate/filters/pregreet"
+	"mailgate/filters/rates"
+	"mailgate/filters/rdns"
 	"mailgate/filters/relay"
 	"mailgate/filters/relayexploit"
+	"mailgate/filters/scoring"
+	"mailgate/filters/senders"
 	"mailgate/filters/size"
+	"mailgate/filters/spf"
+	"mailgate/internal/resolver"
+	"mailgate/internal/state"
 	"mailgate/pipeline"
 	"mailgate/smtpd"
 	"mailgate/upstream"
 )
 
-// buildPipeline turns the config into the ordered filter list. Cheap,
-// decisive checks come first.
-func buildPipeline(c *config.Config) *pipeline.Pipeline {
-	nets := make([]netip.Prefix, len(c.Relay.Networks))
-	for i, p := range c.Relay.Networks {
-		nets[i] = p.Prefix
+// deps are the shared services the filters use.
+type deps struct {
+	resolver *resolver.Resolver
+	store    state.Store
+	log      *slog.Logger
+}
+
+func prefixes(list []config.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(list))
+	for i, p := range list {
+		out[i] = p.Prefix
 	}
-	return pipeline.New(
-		pipeline.Entry{Filter: limits.New(limits.Config{
-			MaxRecipients:         c.Limits.MaxRecipients,
-			MaxMessagesPerSession: c.Limits.MaxMessagesPerSession,
-		}), Mode: pipeline.Enforce},
-		pipeline.Entry{Filter: size.New(int64(c.Limits.MaxMessageSize)), Mode: pipeline.Enforce},
-		pipeline.Entry{Filter: relayexploit.New(), Mode: pipeline.Enforce},
-		pipeline.Entry{Filter: relay.New(relay.Config{
-			Domains:       c.Domains,
-			Networks:      nets,
-			Authenticated: c.Relay.Authenticated == nil || *c.Relay.Authenticated,
-		}), Mode: pipeline.Enforce},
-		pipeline.Entry{Filter: loop.New(c.Limits.MaxReceivedHeaders), Mode: pipeline.Enforce},
-		pipeline.Entry{Filter: authlimit.New(authlimit.Config{
-			MaxFailures: c.Auth.MaxFailuresPerIP,
-			Window:      c.Auth.FailureWindow.D(),
-		}), Mode: pipeline.Enforce},
-	)
+	return out
+}
+
+func mode(m config.FilterMode) pipeline.Mode {
+	if m == config.ModeShadow {
+		return pipeline.Shadow
+	}
+	return pipeline.Enforce
+}
+
+// buildPipeline turns the config into the ordered filter list: connection
+// limits first (before any other work), then the cheap and decisive
+// checks, the DNS-based ones, and the stateful ones last.
+func buildPipeline(c *config.Config, d deps) (*pipeline.Pipeline, error) {
+	var entries []pipeline.Entry
+	var errs []error
+	add := func(f pipeline.Filter, m config.FilterMode, err error) {
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		entries = append(entries, pipeline.Entry{Filter: f, Mode: mode(m)})
+	}
+	fc := &c.Filters
+	relayNets := prefixes(c.Relay.Networks)
+
+	acc := access.Config{Trusted: relayNets, Listeners: map[string]access.Rules{}}
+	accessMode := config.ModeEnforce
+	if fc.Access != nil {
+		acc.Global = access.Rules{Allow: prefixes(fc.Access.Allow), Deny: prefixes(fc.Access.Deny)}
+		accessMode = fc.Access.Mode
+	}
+	for _, l := range c.Listeners {
+		acc.Listeners[l.Name] = access.Rules{Allow: prefixes(l.Access.Allow), Deny: prefixes(l.Access.Deny)}
+	}
+	accessFilter, err := access.New(acc)
+	if err != nil {
+		return nil, err
+	}
+	l := c.Limits
+	cl, err := connlimit.New(connlimit.Config{
+		MaxConnections: l.MaxConnections,
+		MaxPerIP:       l.MaxConnectionsPerIP,
+		Rate:           l.ConnectionRatePerIP.N,
+		RateWindow:     l.ConnectionRatePerIP.Per.D(),
+		Exempt:         accessFilter.Allowed,
+		Store:          d.store,
+		Log:            d.log,
+	})
+	add(cl, config.ModeEnforce, err)
+	add(accessFilter, accessMode, nil)
+
+	if r := fc.RDNS; r != nil {
+		f, err := rdns.New(rdns.Config{RequirePTR: *r.RequirePTR, RequireFCRDNS: r.RequireFCRDNS,
+			Action: r.Action, Score: r.Score, OnDNSError: r.OnDNSError, Resolver: d.resolver})
+		add(f, r.Mode, err)
+	}
+	if b := fc.DNSBL; b != nil {
+		f, err := dnsbl.New(dnsbl.Config{Zones: dnsblZones(b.Zones), AllowZones: dnsblZones(b.AllowZones),
+			Threshold: b.Threshold, AllowThreshold: b.AllowThreshold, RejectAt: b.RejectAt, Action: b.Action,
+			Resolver: d.resolver})
+		add(f, b.Mode, err)
+	}
+	if p := fc.Pregreet; p != nil {
+		f, err := pregreet.New(pregreet.Config{Action: p.Action, Score: p.Score})
+		add(f, p.Mode, err)
+	}
+	if h := fc.Helo; h != nil {
+		f, err := helo.New(helo.Config{RequireFQDN: *h.RequireFQDN, RejectOwnName: *h.RejectOwnName,
+			RejectIPLiteralMismatch: *h.RejectIPLiteralMismatch, OwnNames: append([]string{c.Hostname}, c.Domains...),
+			Action: h.Action, Score: h.Score})
+		add(f, h.Mode, err)
+	}
+	add(authlimit.New(authlimit.Config{MaxFailures: c.Auth.MaxFailuresPerIP, Window: c.Auth.FailureWindow.D()}),
+		config.ModeEnforce, nil)
+	add(limits.New(limits.Config{MaxRecipients: l.MaxRecipients, MaxMessagesPerSession: l.MaxMessagesPerSession}),
+		config.ModeEnforce, nil)
+	add(size.New(int64(l.MaxMessageSize)), config.ModeEnforce, nil)
+	add(relayexploit.New(), config.ModeEnforce, nil)
+	add(relay.New(relay.Config{Domains: c.Domains, Networks: relayNets,
+		Authenticated: c.Relay.Authenticated == nil || *c.Relay.Authenticated}), config.ModeEnforce, nil)
+
+	// Sender lists come before the checks they can whitelist past.
+	sendersMode := config.ModeEnforce
+	sc := senders.Config{NullSender: fc.NullSender}
+	if s := fc.Senders; s != nil {
+		sc.Allow, sc.Deny, sendersMode = s.Allow, s.Deny, s.Mode
+	}
+	if fc.Senders != nil || fc.NullSender != "accept" {
+		f, err := senders.New(sc)
+		add(f, sendersMode, err)
+	}
+	if b := fc.Barring; b != nil {
+		f, err := barring.New(barring.Config{Senders: b.Senders, Recipients: b.Recipients})
+		add(f, b.Mode, err)
+	}
+	if r := fc.Rates; r != nil {
+		f, err := rates.New(rates.Config{PerSender: rateLimits(r.PerSender), PerClientIP: rateLimits(r.PerClientIP),
+			Store: d.store, Log: d.log})
+		add(f, r.Mode, err)
+	}
+	if s := fc.SPF; s != nil {
+		f, err := spf.New(spf.Config{Fail: s.Fail, SoftFail: s.SoftFail, Neutral: s.Neutral, None: s.None,
+			TempError: s.TempError, PermError: s.PermError, TagScore: s.TagScore, Timeout: s.Timeout.D(),
+			Hostname: c.Hostname, Resolver: d.resolver})
+		add(f, s.Mode, err)
+	}
+	if g := fc.Greylist; g != nil {
+		f, err := greylist.New(greylist.Config{Delay: g.Delay.D(), Expire: g.Expire.D(), PassTTL: g.PassTTL.D(),
+			NetmaskV4: g.NetmaskV4, NetmaskV6: g.NetmaskV6, KeyOnSPFDomain: g.KeyOnSPFDomain, OnError: g.OnError,
+			Store: d.store, Log: d.log})
+		add(f, g.Mode, err)
+	}
+	if s := fc.Scoring; s != nil {
+		add(scoring.New(scoring.Config{Reject: s.Reject, Tag: s.Tag}), config.ModeEnforce, nil)
+	}
+	add(loop.New(l.MaxReceivedHeaders), config.ModeEnforce, nil)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return pipeline.New(entries...), nil
+}
+
+func dnsblZones(list []config.DNSBLZone) []dnsbl.Zone {
+	out := make([]dnsbl.Zone, len(list))
+	for i, z := range list {
+		out[i] = dnsbl.Zone{Zone: z.Zone, Weight: z.Weight, Codes: z.Codes, Mask: uint32(z.Mask)}
+	}
+	return out
+}
+
+func rateLimits(l config.RateLimits) rates.Limits {
+	return rates.Limits{
+		Messages:   rates.Rate{N: l.Messages.N, Per: l.Messages.Per.D()},
+		Recipients: rates.Rate{N: l.Recipients.N, Per: l.Recipients.Per.D()},
+		MaxSize:    int64(l.MaxSize),
+	}
+}
+
+// usesDNS reports whether a filter looks anything up.
+func usesDNS(c *config.Config) bool {
+	f := c.Filters
+	return f.RDNS != nil || f.DNSBL != nil || f.SPF != nil
 }
 
 // gateway is everything `run` starts.
@@ -50,6 +195,14 @@ type gateway struct {
 	servers   []*smtpd.Server
 	addresses []string
 	relay     *upstream.Relay
+	store     state.Store
+}
+
+// close releases what build opened.
+func (g *gateway) close() {
+	if g.store != nil {
+		_ = g.store.Close()
+	}
 }
 
 // build wires a gateway from a validated config.
@@ -58,18 +211,38 @@ func build(c *config.Config, log *slog.Logger) (*gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
+	d := deps{log: log}
+	if usesDNS(c) {
+		if d.resolver, err = resolver.New(resolver.Config{Servers: c.DNS.Servers, Timeout: c.DNS.Timeout.D(),
+			CacheSize: c.DNS.CacheSize}); err != nil {
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+	}
+	if d.store, err = state.Open(c.State.Store); err != nil {
+		return nil, fmt.Errorf("state.store: %w", err)
+	}
+	g := &gateway{relay: relayClient, store: d.store}
+	p, err := buildPipeline(c, d)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
 	gw := &pipeline.Gateway{
 		Hostname:              c.Hostname,
-		Pipeline:              buildPipeline(c),
+		Pipeline:              p,
 		Upstream:              relayClient,
 		Log:                   log,
 		RejectBareLineEndings: c.Limits.BareLineEndings == "reject",
+	}
+	if pg := c.Filters.Pregreet; pg != nil {
+		gw.PregreetWait = pg.Wait.D()
 	}
 
 	var tlsConfig *tls.Config
 	if c.TLS.Cert != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
 		if err != nil {
+			g.close()
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: c.TLS.MinVersionValue()}
@@ -79,7 +252,6 @@ func build(c *config.Config, log *slog.Logger) (*gateway, error) {
 		auth = c.Auth.Users
 	}
 
-	g := &gateway{relay: relayClient}
 	for _, l := range c.Listeners {
 		sc := smtpd.Config{
 			Name:            l.Name,
