@@ -35,18 +35,18 @@ type FilterMode string
 // Filters are the optional checks; a block present (even empty) enables
 // its filter with defaults.
 type Filters struct {
-	Access     *Access     `yaml:"access"`
-	RDNS       *RDNS       `yaml:"rdns"`
-	Pregreet   *Pregreet   `yaml:"pregreet"`
-	Helo       *Helo       `yaml:"helo"`
-	DNSBL      *DNSBL      `yaml:"dnsbl"`
-	Barring    *Barring    `yaml:"barring"`
-	Senders    *Senders    `yaml:"senders"`
-	NullSender string      `yaml:"null_sender"` // accept | reject
-	SPF        *SPF        `yaml:"spf"`
-	Greylist   *Greylist   `yaml:"greylist"`
-	Rates      *Rates      `yaml:"rates"`
-	Scoring    *Scoring    `yaml:"scoring"`
+	Access     *Access   `yaml:"access"`
+	RDNS       *RDNS     `yaml:"rdns"`
+	Pregreet   *Pregreet `yaml:"pregreet"`
+	Helo       *Helo     `yaml:"helo"`
+	DNSBL      *DNSBL    `yaml:"dnsbl"`
+	Barring    *Barring  `yaml:"barring"`
+	Senders    *Senders  `yaml:"senders"`
+	NullSender string    `yaml:"null_sender"` // accept | reject
+	SPF        *SPF      `yaml:"spf"`
+	Greylist   *Greylist `yaml:"greylist"`
+	Rates      *Rates    `yaml:"rates"`
+	Scoring    *Scoring  `yaml:"scoring"`
 }
 
 // AccessRules are CIDR allow/deny lists; allow wins.

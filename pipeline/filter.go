@@ -94,7 +94,7 @@ type Session struct {
 	// ClientHostname is the client's forward-confirmed reverse DNS name
 	// ("" if none or not looked up), set by the rdns filter.
 	ClientHostname string
-	TLS      *tls.ConnectionState
+	TLS            *tls.ConnectionState
 	// AuthUser is the authenticated user name, "" if none.
 	AuthUser string
 	// Whitelisted is set once an Accept verdict was applied at the
