@@ -123,6 +123,13 @@ func (c *Config) Policy() string {
 	}
 	p("  bare_line_endings\t%s\tbare CR/LF in DATA %s; end-of-data look-alikes always rejected", l.BareLineEndings, bare)
 
+	p("  max_connections\t%d\twhole gateway (more: 421 4.7.0)", l.MaxConnections)
+	p("  max_connections_per_ip\t%d\tconcurrent per client address, IPv6 per /64", l.MaxConnectionsPerIP)
+	p("  connection_rate_per_ip\t%s\tnew connections per client address", l.ConnectionRatePerIP)
+	p("  (allow-listed clients and relay networks are exempt from the per-address limits)")
+
+	c.filterPolicy(section, p)
+
 	section("Log")
 	p("  format\t%s", c.Log.Format)
 	p("  level\t%s", c.Log.Level)
