@@ -72,6 +72,9 @@ func (h *handler) logSession(st smtpd.Stats) {
 	if h.s.TLS != nil {
 		attrs = append(attrs, "tls_version", tlsVersion(h.s.TLS.Version))
 	}
+	if h.s.ClientHostname != "" {
+		attrs = append(attrs, "client_hostname", h.s.ClientHostname)
+	}
 	if h.s.AuthUser != "" {
 		attrs = append(attrs, "auth_user", smtpd.Sanitize(h.s.AuthUser, 64))
 	}

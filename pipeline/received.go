@@ -30,7 +30,9 @@ func (h *handler) receivedHeader() string {
 			with += "A"
 		}
 	}
-	parts := []string{"from " + helo + " ([" + ip + "])"}
+	// TCP-info (RFC 5321 §4.4): the forward-confirmed name when the rdns
+	// filter found one (it admits only host name characters).
+	parts := []string{"from " + helo + " (" + strings.TrimSpace(s.ClientHostname+" ["+ip+"])")}
 	if s.TLS != nil {
 		parts = append(parts, "(using "+tlsVersion(s.TLS.Version)+" with cipher "+tls.CipherSuiteName(s.TLS.CipherSuite)+")")
 	}

@@ -259,7 +259,9 @@ func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataRe
 		return v.Reply
 	}
 
-	header := h.receivedHeader() + strings.Join(t.AddHeaders, "")
+	// Filters' trace fields (Received-SPF) go above our Received, as RFC
+	// 7208 §9.1 asks.
+	header := strings.Join(t.AddHeaders, "") + h.receivedHeader()
 	if r := h.ensureUpstreamForData(ctx); r != nil {
 		h.endTxn("tempfailed", r, "")
 		return *r
