@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/redis/go-redis/v9"
+
 	"mailgate/config"
 	"mailgate/filters/access"
 	"mailgate/filters/authlimit"
@@ -218,6 +220,7 @@ func build(c *config.Config, log *slog.Logger) (*gateway, error) {
 			return nil, fmt.Errorf("dns: %w", err)
 		}
 	}
+	redis.SetLogger(state.RedisLogger{Log: log})
 	if d.store, err = state.Open(c.State.Store); err != nil {
 		return nil, fmt.Errorf("state.store: %w", err)
 	}

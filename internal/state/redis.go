@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"time"
 
@@ -150,3 +151,12 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 
 // Close closes the connections.
 func (s *RedisStore) Close() error { return s.c.Close() }
+
+// RedisLogger sends go-redis's own messages (pool dial failures) to log
+// instead of standard error. go-redis has one global logger: main sets it.
+type RedisLogger struct{ Log *slog.Logger }
+
+// Printf implements go-redis's internal.Logging.
+func (l RedisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.Log.Debug("redis: " + fmt.Sprintf(format, v...))
+}
