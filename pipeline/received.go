@@ -45,11 +45,12 @@ func (h *handler) receivedHeader() string {
 		parts[len(parts)-1] += ";"
 	}
 	parts = append(parts, h.g.now().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
-	return fold("Received: ", parts)
+	return FoldHeader("Received: ", parts)
 }
 
-// fold joins words into a header field folded before 78 columns.
-func fold(name string, words []string) string {
+// FoldHeader joins words into a header field folded before 78 columns
+// (a single long word stays whole).
+func FoldHeader(name string, words []string) string {
 	var b strings.Builder
 	b.WriteString(name)
 	col := len(name)

@@ -93,6 +93,13 @@ func Defer(code int, enhanced [3]int, text, reason string) Verdict {
 	return Verdict{Action: Tempfail, Reply: smtpd.Reply{Code: code, Enhanced: enhanced, Text: text}, Reason: reason}
 }
 
+// WithReason returns v with the reason set (verdict values with a fixed
+// reply, refined per call).
+func (v Verdict) WithReason(reason string) Verdict {
+	v.Reason = reason
+	return v
+}
+
 // Points returns a Score verdict: score added to the session (or
 // transaction) score, tag noted for the headers.
 func Points(score float64, tag, reason string) Verdict {

@@ -150,7 +150,7 @@ func (f *Filter) Rcpt(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 		return f.storeFailed(s, err)
 	}
 	if added {
-		return because(greylisted, "new triplet ("+client+")")
+		return greylisted.WithReason("new triplet (" + client + ")")
 	}
 	first, err := strconv.ParseInt(string(existing), 10, 64)
 	if err != nil {
@@ -158,11 +158,11 @@ func (f *Filter) Rcpt(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 		if err := f.c.Store.Set(ctx, key, stamp, f.c.Expire); err != nil {
 			return f.storeFailed(s, err)
 		}
-		return because(greylisted, "unreadable triplet record, restarted ("+client+")")
+		return greylisted.WithReason("unreadable triplet record, restarted (" + client + ")")
 	}
 	waited := now.Sub(time.Unix(0, first))
 	if waited < f.c.Delay {
-		return because(greylisted, fmt.Sprintf("retry too early: %v of %v (%s)", waited.Round(time.Second), f.c.Delay, client))
+		return greylisted.WithReason(fmt.Sprintf("retry too early: %v of %v (%s)", waited.Round(time.Second), f.c.Delay, client))
 	}
 
 	// The retry passed. Failing to remember it now only means the
@@ -210,11 +210,6 @@ func hash(s string) string {
 	return hex.EncodeToString(sum[:])[:32]
 }
 
-func because(v pipeline.Verdict, reason string) pipeline.Verdict {
-	v.Reason = reason
-	return v
-}
-
 var tempProblem = pipeline.Defer(451, [3]int{4, 3, 0}, "Temporary local problem, try again later", "")
 
 // storeFailed applies the failure policy (SPEC §5).
@@ -223,7 +218,7 @@ func (f *Filter) storeFailed(s *pipeline.Session, err error) pipeline.Verdict {
 		f.c.Log.Warn("greylist: state store unavailable, greylisting skipped", "session", s.ID, "err", err)
 		return pipeline.PassBecause("state store unavailable, greylisting skipped: " + err.Error())
 	}
-	return because(tempProblem, "state store unavailable: "+err.Error())
+	return tempProblem.WithReason("state store unavailable: " + err.Error())
 }
 
 // Ensure the filter implements the stage it runs at.

@@ -129,7 +129,7 @@ func (f *Filter) checkSize(t *pipeline.Transaction, size int64, what string) (pi
 		limit = s
 	}
 	if limit > 0 && size > limit {
-		return because(tooBig, fmt.Sprintf("%s %d over the limit of %d", what, size, limit)), true
+		return tooBig.WithReason(fmt.Sprintf("%s %d over the limit of %d", what, size, limit)), true
 	}
 	return pipeline.Pass(), false
 }
@@ -171,7 +171,7 @@ func (f *Filter) count(ctx context.Context, s *pipeline.Session, t *pipeline.Tra
 			return pipeline.PassBecause("state store unavailable, rate limits not applied: " + err.Error())
 		}
 		if n > int64(c.r.N) {
-			return because(over, fmt.Sprintf("%s: %d %s within %v, limit %d", c.who, n, kind, c.r.Per, c.r.N))
+			return over.WithReason(fmt.Sprintf("%s: %d %s within %v, limit %d", c.who, n, kind, c.r.Per, c.r.N))
 		}
 	}
 	return pipeline.Pass()
@@ -181,11 +181,6 @@ func (f *Filter) count(ctx context.Context, s *pipeline.Session, t *pipeline.Tra
 func hash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])[:32]
-}
-
-func because(v pipeline.Verdict, reason string) pipeline.Verdict {
-	v.Reason = reason
-	return v
 }
 
 var (

@@ -42,7 +42,7 @@ func (f *Filter) receivedSPF(s *pipeline.Session, from pipeline.Address, c check
 		"helo="+value(clean(s.Helo, 255))+";",
 		"identity="+c.identity+";",
 	)
-	return fold("Received-SPF: ", words)
+	return pipeline.FoldHeader("Received-SPF: ", words)
 }
 
 // commentText is the customary explanation of each result (as Mail::SPF
@@ -103,27 +103,4 @@ func isDotAtom(s string) bool {
 		}
 	}
 	return true
-}
-
-// fold joins words into a header field, folding before 78 columns where
-// it can (a single long word still stays whole, well under 998).
-func fold(name string, words []string) string {
-	var b strings.Builder
-	b.WriteString(name)
-	col := len(name)
-	for i, w := range words {
-		if i > 0 {
-			if col+1+len(w) > 78 {
-				b.WriteString("\r\n\t")
-				col = 8
-			} else {
-				b.WriteByte(' ')
-				col++
-			}
-		}
-		b.WriteString(w)
-		col += len(w)
-	}
-	b.WriteString("\r\n")
-	return b.String()
 }

@@ -34,6 +34,7 @@ import (
 
 	"blitiri.com.ar/go/spf"
 
+	"mailgate/internal/mailaddr"
 	"mailgate/pipeline"
 )
 
@@ -146,7 +147,7 @@ func (f *Filter) check(ctx context.Context, s *pipeline.Session, from pipeline.A
 	local := from.Local
 	if from.Null {
 		// RFC 7208 §2.4: the null sender is checked as postmaster@<HELO>.
-		c.identity, c.domain, local = "helo", asciiLower(strings.TrimSuffix(s.Helo, ".")), "postmaster"
+		c.identity, c.domain, local = "helo", mailaddr.ASCIILower(strings.TrimSuffix(s.Helo, ".")), "postmaster"
 	}
 	if strings.Contains(local, "@") {
 		// A quoted local part holding '@' would make the library split
@@ -194,17 +195,6 @@ func checkable(d string) bool {
 		}
 	}
 	return true
-}
-
-// asciiLower lower-cases ASCII letters only, as mailaddr does for domains.
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 func (c check) authResult() pipeline.AuthResult {

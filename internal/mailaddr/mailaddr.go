@@ -172,7 +172,7 @@ func Parse(path string) (Address, error) {
 	if !validDomain(domain) {
 		return Address{}, ErrSyntax
 	}
-	a.Domain = asciiLower(strings.TrimSuffix(domain, "."))
+	a.Domain = ASCIILower(strings.TrimSuffix(domain, "."))
 	return a, nil
 }
 
@@ -234,9 +234,9 @@ func validDomain(d string) bool {
 	return true
 }
 
-// asciiLower lower-cases ASCII letters only: strings.ToLower would change
+// ASCIILower lower-cases ASCII letters only: strings.ToLower would change
 // the length of some UTF-8 names.
-func asciiLower(s string) string {
+func ASCIILower(s string) string {
 	b := []byte(s)
 	for i, c := range b {
 		if c >= 'A' && c <= 'Z' {
