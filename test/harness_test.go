@@ -7,6 +7,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -394,7 +395,9 @@ func (r *raw) openData() {
 func (r *raw) closed() bool {
 	_ = r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := r.br.ReadByte()
-	return err != nil
+	// A timeout means the gateway kept the connection open.
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // startTLS upgrades a raw connection after a 220 to STARTTLS.
