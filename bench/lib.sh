@@ -1,6 +1,6 @@
-# Shared helpers for bench/load.sh and bench/idle.sh (sourced, not run).
-# Everything listens on 127.0.0.1; every process started here is recorded
-# and killed by bench_cleanup (installed as an EXIT trap by bench_init).
+# Shared helpers for bench/load.sh, bench/idle.sh and bench/envelope.sh
+# (sourced, not run). Everything listens on 127.0.0.1; every process
+# started here is recorded and killed by bench_cleanup (an EXIT trap).
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -193,9 +193,19 @@ find_gateway() {
 	GW_BIN=$BENCH_TMP/bin/mailgate
 }
 
-# write_gateway_config FILE GW_PORT SINK_PORT WITH_LIMITS(0|1)
+# Gateway limits and state for the benchmarks. Every connection comes from
+# the one loopback client, so the per-address limits (20 concurrent, 60
+# new connections a minute by default) are lifted; the connection rate
+# counters then go to GATEWAY_STATE. GATEWAY_LIMITS replaces the limits map.
+BENCH_GATEWAY_LIMITS="max_connections: 100000, max_connections_per_ip: 100000, connection_rate_per_ip: 1000000/1s"
+GATEWAY_STATE=${GATEWAY_STATE:-memory:}
+GATEWAY_LOG_LEVEL=${GATEWAY_LOG_LEVEL:-warn}
+
+# write_gateway_config FILE GW_PORT SINK_PORT WITH_LIMITS(0|1) [YAML]:
+# WITH_LIMITS adds the limits and state lines; YAML is more top-level
+# config (dns:, filters:), one or more lines.
 write_gateway_config() {
-	local file=$1 gw=$2 sink=$3 limits=$4
+	local file=$1 gw=$2 sink=$3 limits=$4 extra=${5:-}
 	{
 		echo "hostname: mx.bench.test"
 		echo "domains: [example.com]"
@@ -203,23 +213,27 @@ write_gateway_config() {
 		echo "  - {name: mx, address: 127.0.0.1:$gw, tls: none, auth: off}"
 		echo "upstream:"
 		echo "  servers: [{address: 127.0.0.1:$sink, tls: none}]"
-		((limits)) && echo "limits: {${GATEWAY_LIMITS:-max_connections_per_ip: 0}}"
-		echo "log: {format: json, level: warn}"
+		if ((limits)); then
+			echo "limits: {${GATEWAY_LIMITS:-$BENCH_GATEWAY_LIMITS}}"
+			echo "state: {store: \"$GATEWAY_STATE\"}"
+		fi
+		[[ -n $extra ]] && printf '%s\n' "$extra"
+		echo "log: {format: json, level: $GATEWAY_LOG_LEVEL}"
 	} >"$file"
 	chmod 600 "$file"
 }
 
-# start_gateway GW_PORT SINK_PORT: validate a config (dropping the limits
-# line if the gateway does not know it), start the gateway, wait for its
-# banner; sets GW_PID, GW_CONF, GW_LOG.
+# start_gateway GW_PORT SINK_PORT [YAML]: validate a config (dropping the
+# limits and state lines if the gateway does not know them), start the
+# gateway, wait for its banner; sets GW_PID, GW_CONF, GW_LOG.
 start_gateway() {
-	local gw=$1 sink=$2 out
+	local gw=$1 sink=$2 extra=${3:-} out
 	GW_CONF=$BENCH_TMP/gateway-$gw.yaml
 	GW_LOG=$BENCH_TMP/gateway-$gw.log
-	write_gateway_config "$GW_CONF" "$gw" "$sink" 1
+	write_gateway_config "$GW_CONF" "$gw" "$sink" 1 "$extra"
 	if ! out=$(timeout 30 "$GW_BIN" check --config "$GW_CONF" 2>&1); then
-		if [[ -z ${GATEWAY_LIMITS:-} ]] && grep -qiE 'max_connections_per_ip|limits' <<<"$out"; then
-			log "gateway rejects the limits line ($(grep -iE "max_connections_per_ip|limits" <<<"$out" | head -1)); retrying without it"
+		if [[ -z ${GATEWAY_LIMITS:-} && -z $extra ]] && grep -qiE 'limits|state' <<<"$out"; then
+			log "gateway rejects the limits or state line ($(grep -iE "limits|state" <<<"$out" | head -1)); retrying without them"
 			write_gateway_config "$GW_CONF" "$gw" "$sink" 0
 			out=$(timeout 30 "$GW_BIN" check --config "$GW_CONF" 2>&1) ||
 				{ log "gateway config check failed: $out"; return 1; }
@@ -237,6 +251,27 @@ start_gateway() {
 		return 1
 	fi
 	log "gateway (pid $GW_PID) on 127.0.0.1:$gw relaying to 127.0.0.1:$sink"
+}
+
+# source_run PORT SESSIONS COUNT LOGFILE: run smtp-source with SRC_FLAGS,
+# bounded by RUN_TIMEOUT; prints "T0 T1" and returns its status.
+source_run() {
+	local port=$1 s=$2 m=$3 logf=$4 t0 t1 rc=0
+	t0=$(now)
+	timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" "${SRC_FLAGS[@]}" -s "$s" -m "$m" "127.0.0.1:$port" >"$logf" 2>&1 || rc=$?
+	t1=$(now)
+	echo "$t0 $t1"
+	return $rc
+}
+
+# median of the arguments ("-" entries ignored; "-" if none).
+median() {
+	printf '%s\n' "$@" | awk '$1 != "-"' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# spread of the arguments as "runs MIN-MAXs" (empty for one value).
+spread() {
+	printf '%s\n' "$@" | awk '$1 != "-"' | sort -g | awk '{ v[NR] = $1 } END { if (NR > 1) printf "runs %s-%ss", v[1], v[NR] }'
 }
 
 stop_pid() {

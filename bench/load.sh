@@ -17,10 +17,12 @@
 #   DELIVER_TIMEOUT=300                  max seconds to wait for the sink
 #   PF_OPTS="name=value ..."             extra main.cf for the Postfix relay
 #   GATEWAY_BIN=path                     gateway binary (default: build ./cmd/gateway)
-#   GATEWAY_LIMITS="k: v, ..."           gateway "limits:" map (default
-#                                        max_connections_per_ip: 0, dropped if
-#                                        unknown); e.g. for REUSE_CONN=1:
-#                                        "max_commands: 100000, max_messages_per_session: 100000"
+#   GATEWAY_LIMITS="k: v, ..."           gateway "limits:" map (default: the
+#                                        per-address connection limits lifted,
+#                                        see lib.sh; dropped if unknown); e.g.
+#                                        for REUSE_CONN=1 add "max_commands:
+#                                        100000, max_messages_per_session: 100000"
+#   GATEWAY_STATE=memory:                gateway state.store (connection rates)
 #   BENCH_SAVE=1                         also write bench/results-<date>.md
 #   BENCH_MAX_SECONDS=3600               watchdog for the whole script
 #   BENCH_KEEP_TMP=1                     keep the temp dir (logs, configs)
@@ -64,27 +66,6 @@ add_row() { # scenario sessions messages seconds note
 	ROWS+=("$1|$2|$3|$4|$r|${5:-}")
 	RATE["$1/$2"]=$r
 	log "$(printf '%-18s s=%-3s m=%-6s %8ss %8s msgs/s %s' "$1" "$2" "$3" "$4" "$r" "${5:-}")"
-}
-
-# source_run PORT SESSIONS COUNT LOGFILE: run smtp-source (bounded);
-# prints "T0 T1" and returns its status.
-source_run() {
-	local port=$1 s=$2 m=$3 logf=$4 t0 t1 rc=0
-	t0=$(now)
-	timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" "${SRC_FLAGS[@]}" -s "$s" -m "$m" "127.0.0.1:$port" >"$logf" 2>&1 || rc=$?
-	t1=$(now)
-	echo "$t0 $t1"
-	return $rc
-}
-
-# median of the arguments ("-" entries ignored; "-" if none).
-median() {
-	printf '%s\n' "$@" | awk '$1 != "-"' | sort -g |
-		awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-# spread of the arguments as "runs MIN-MAXs" (empty for one value).
-spread() {
-	printf '%s\n' "$@" | awk '$1 != "-"' | sort -g | awk '{ v[NR] = $1 } END { if (NR > 1) printf "runs %s-%ss", v[1], v[NR] }'
 }
 
 # measure SCENARIO PORT [postfix-dir]: warm-up, then REPEAT timed runs per
