@@ -7,9 +7,9 @@ package test
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
