@@ -7,8 +7,8 @@
 //
 // Every SOA record in the file starts a zone. Names outside all zones get
 // REFUSED; a missing name NXDOMAIN and a missing type NODATA, both with
-// the zone's SOA (whose minimum sets the negative TTL). CNAMEs are followed
-// inside the file. On SIGUSR1 it prints "queries N" (answered so far) to
+// the zone's SOA (whose minimum sets the negative TTL); there are no
+// CNAMEs or wildcards. On SIGUSR1 it prints "queries N" (answered so far) to
 // stdout; on SIGTERM or SIGINT it prints the same and exits. -log prints
 // one line per query to stdout ("QTYPE name RCODE").
 package main
@@ -92,28 +92,13 @@ func (z *zoneData) answer(m *dns.Msg, q dns.Question) {
 		return
 	}
 	m.Authoritative = true
-	for range 8 { // bounded CNAME chase
-		var cname *dns.CNAME
-		found := false
-		for _, rr := range z.rrs[name] {
-			if rr.Header().Rrtype == q.Qtype || q.Qtype == dns.TypeANY {
-				m.Answer = append(m.Answer, rr)
-				found = true
-			} else if c, ok := rr.(*dns.CNAME); ok {
-				cname = c
-			}
+	for _, rr := range z.rrs[name] {
+		if rr.Header().Rrtype == q.Qtype || q.Qtype == dns.TypeANY {
+			m.Answer = append(m.Answer, rr)
 		}
-		if found {
-			return
-		}
-		if cname == nil || q.Qtype == dns.TypeCNAME {
-			break
-		}
-		m.Answer = append(m.Answer, cname)
-		name = strings.ToLower(cname.Target)
-		if soa = z.apex(name); soa == nil {
-			return // points outside our zones: the CNAME is the answer
-		}
+	}
+	if len(m.Answer) > 0 {
+		return
 	}
 	if !z.exists(name) {
 		m.Rcode = dns.RcodeNameError
@@ -145,7 +130,7 @@ func (s *server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if w.LocalAddr().Network() == "udp" {
 		m.Truncate(size) // sets TC: the client retries over TCP
 	}
-	if s.log {
+	if s.log && len(r.Question) == 1 {
 		q := r.Question[0]
 		s.logMu.Lock()
 		fmt.Printf("%s %s %s\n", dns.TypeToString[q.Qtype], q.Name, dns.RcodeToString[m.Rcode])
