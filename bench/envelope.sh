@@ -436,12 +436,16 @@ HEAD="Results (median of $REPEAT runs): ${MSG_SIZE}-byte messages, new connectio
 echo
 echo "$HEAD"
 echo
-echo "| scenario | sessions | messages | seconds | msgs/s | ms/msg per session | DNS queries/msg | Redis cmds/msg | server CPU ms/msg | runs |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-for r in "${ROWS[@]}"; do
-	IFS='|' read -r a b c d e f g h i j <<<"$r"
-	echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j |"
-done
+print_table() {
+	echo "| scenario | sessions | messages | seconds | msgs/s | ms/msg per session | DNS queries/msg | Redis cmds/msg | server CPU ms/msg | runs |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	local r a b c d e f g h i j
+	for r in "${ROWS[@]}"; do
+		IFS='|' read -r a b c d e f g h i j <<<"$r"
+		echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j |"
+	done
+}
+print_table
 echo
 for l in "${SUMMARY[@]}"; do echo "- $l"; done
 if ((${#FAILURES[@]})); then
@@ -457,12 +461,7 @@ if [[ ${BENCH_SAVE:-0} == 1 ]]; then
 		echo
 		echo "$HEAD; $(uname -sr); node $(node --version 2>/dev/null); $(redis-server --version | cut -d' ' -f1-3)."
 		echo
-		echo "| scenario | sessions | messages | seconds | msgs/s | ms/msg per session | DNS queries/msg | Redis cmds/msg | server CPU ms/msg | runs |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-		for r in "${ROWS[@]}"; do
-			IFS='|' read -r a b c d e f g h i j <<<"$r"
-			echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j |"
-		done
+		print_table
 		echo
 		for l in "${SUMMARY[@]}"; do echo "- $l"; done
 		for l in "${FAILURES[@]}"; do echo "- FAILED: $l"; done
