@@ -31,7 +31,11 @@ type Config struct {
 	DNS       DNS        `yaml:"dns"`
 	Filters   Filters    `yaml:"filters"`
 	State     State      `yaml:"state"`
+	Metrics   Metrics    `yaml:"metrics"`
 	Log       Log        `yaml:"log"`
+	// User to run as after the listeners are bound (when started as
+	// root); empty: keep the starting user.
+	User string `yaml:"user"`
 
 	// Path is the file the config was loaded from (not a YAML key).
 	Path string `yaml:"-"`
@@ -74,6 +78,11 @@ type Listener struct {
 	// Access are this listener's client allow/deny networks, on top of
 	// filters.access.
 	Access AccessRules `yaml:"access"`
+	// ProxyProtocol accepts a HAProxy PROXY v1/v2 header before SMTP,
+	// only from TrustedProxies (others are refused); the client address
+	// it carries is the one every filter sees.
+	ProxyProtocol  bool     `yaml:"proxy_protocol"`
+	TrustedProxies []Prefix `yaml:"trusted_proxies"`
 }
 
 // TLS is the server certificate used by every TLS listener.

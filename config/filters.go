@@ -47,6 +47,16 @@ type Filters struct {
 	Greylist   *Greylist `yaml:"greylist"`
 	Rates      *Rates    `yaml:"rates"`
 	Scoring    *Scoring  `yaml:"scoring"`
+
+	// Data-stage (content) filters: config/content.go.
+	MIME        *MIME        `yaml:"mime"`
+	DKIM        *DKIM        `yaml:"dkim"`
+	DMARC       *DMARC       `yaml:"dmarc"`
+	SURBL       *SURBL       `yaml:"surbl"`
+	ClamAV      *ClamAV      `yaml:"clamav"`
+	Spamd       *Spamd       `yaml:"spamd"`
+	Attachments *Attachments `yaml:"attachments"`
+	Content     *Content     `yaml:"content"`
 }
 
 // AccessRules are CIDR allow/deny lists; allow wins.
@@ -327,6 +337,7 @@ func (c *Config) applyFilterDefaults() {
 	if s := f.Scoring; s != nil {
 		setFloat(&s.Tag, DefaultScore)
 	}
+	c.applyContentDefaults()
 	for _, m := range c.filterModes() {
 		setStr((*string)(m.mode), string(ModeEnforce))
 	}
@@ -378,6 +389,7 @@ func (c *Config) filterModes() []namedMode {
 	if f.Rates != nil {
 		add("rates", &f.Rates.Mode)
 	}
+	c.contentModes(add)
 	return out
 }
 

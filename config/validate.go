@@ -52,6 +52,8 @@ func (c *Config) validate(d *diag) {
 	c.validateDNS(d)
 	c.validateState(d)
 	c.validateFilters(d)
+	c.validateContent(d)
+	c.validateProxy(d)
 	c.validateLog(d)
 }
 
