@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"mailgate/internal/mailaddr"
+	"mailgate/internal/mimeparse"
 	"mailgate/internal/spool"
 )
 
@@ -157,7 +158,28 @@ type Transaction struct {
 	// session's are added for thresholds).
 	Score float64
 	Tags  []string
-	notes map[any]any
+	// MIME is the message's parsed MIME structure, set at DATA by the
+	// mime filter before the content filters run; nil when no content
+	// filter needs it.
+	MIME *mimeparse.Message
+	// DropHeader, if set, is asked about every top-level header field of
+	// the received message (name as written, the whole raw field with
+	// its folding and CRLF); true removes the field before the message
+	// goes upstream (forged Authentication-Results, ...). Use
+	// AddDropHeader to add a rule.
+	DropHeader func(name string, field []byte) bool
+	notes      map[any]any
+}
+
+// AddDropHeader adds a rule for header fields to remove before the
+// message goes upstream; a field is removed when any rule says so.
+func (t *Transaction) AddDropHeader(drop func(name string, field []byte) bool) {
+	prev := t.DropHeader
+	if prev == nil {
+		t.DropHeader = drop
+		return
+	}
+	t.DropHeader = func(name string, field []byte) bool { return prev(name, field) || drop(name, field) }
 }
 
 // AuthResult is one method's result (RFC 8601 terms).

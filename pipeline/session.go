@@ -266,7 +266,10 @@ func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataRe
 		h.endTxn("tempfailed", r, "")
 		return *r
 	}
-	if err := h.up.Data(ctx, io.MultiReader(strings.NewReader(header), msg.Reader())); err != nil {
+	body := t.MessageReader(msg)
+	err := h.up.Data(ctx, io.MultiReader(strings.NewReader(header), body))
+	_ = body.Close()
+	if err != nil {
 		r := upstreamReply(err)
 		h.g.Log.Warn("upstream did not take the message", "session", h.s.ID, "err", err)
 		h.upMail = false
