@@ -160,10 +160,22 @@ func buildPipeline(c *config.Config, d deps) (*pipeline.Pipeline, error) {
 			Store: d.store, Log: d.log})
 		add(f, g.Mode, err)
 	}
+	add(loop.New(l.MaxReceivedHeaders), config.ModeEnforce, nil)
+	content, err := contentFilters(c, d)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, w := range content {
+		add(w.Filter, w.Mode, nil)
+	}
+	// Scoring comes after every filter that scores, at RCPT and DATA.
 	if s := fc.Scoring; s != nil {
 		add(scoring.New(scoring.Config{Reject: s.Reject, Tag: s.Tag}), config.ModeEnforce, nil)
 	}
-	add(loop.New(l.MaxReceivedHeaders), config.ModeEnforce, nil)
+	// Signing last: it signs the message as it will go upstream.
+	if w, err := wireDKIMSign(c, d); err != nil || w.Filter != nil {
+		add(w.Filter, w.Mode, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -189,7 +201,7 @@ func rateLimits(l config.RateLimits) rates.Limits {
 // usesDNS reports whether a filter looks anything up.
 func usesDNS(c *config.Config) bool {
 	f := c.Filters
-	return f.RDNS != nil || f.DNSBL != nil || f.SPF != nil
+	return f.RDNS != nil || f.DNSBL != nil || f.SPF != nil || f.DKIM != nil || f.DMARC != nil || f.SURBL != nil
 }
 
 // gateway is everything `run` starts.
