@@ -33,6 +33,8 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"mailgate/internal/state"
 	"mailgate/pipeline"
 )
@@ -75,9 +77,21 @@ type Config struct {
 	Log *slog.Logger
 }
 
+// passCacheTTL is how long a client seen to have passed is trusted
+// without asking the store again. A known client then costs no store
+// round trip per message; the price is that a pass deleted from the
+// store by hand is honoured for up to this long by each gateway.
+const passCacheTTL = time.Minute
+
+// passCacheSize bounds the passed clients remembered in-process.
+const passCacheSize = 50000
+
 // Filter is the greylisting filter.
 type Filter struct {
 	c Config
+	// passed maps a client key to when its cached pass stops being
+	// trusted.
+	passed *lru.Cache[string, time.Time]
 }
 
 // New validates the config and returns the filter.
@@ -108,7 +122,11 @@ func New(c Config) (*Filter, error) {
 	case c.OnError != OnErrorTempfail && c.OnError != OnErrorAccept:
 		return nil, fmt.Errorf("greylist: on_error %q: want tempfail or accept", c.OnError)
 	}
-	return &Filter{c: c}, nil
+	passed, err := lru.New[string, time.Time](passCacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return &Filter{c: c, passed: passed}, nil
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -132,14 +150,18 @@ func (f *Filter) Rcpt(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 	if !ok {
 		return pipeline.PassBecause("no client address to greylist")
 	}
+	now := f.c.Now()
+	if until, ok := f.passed.Get(client); ok && now.Before(until) {
+		return pipeline.PassBecause("client passed greylisting before (" + client + ")")
+	}
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	now := f.c.Now()
 
 	passKey := "greypass:" + client
 	if _, passed, err := f.c.Store.Get(ctx, passKey); err != nil {
 		return f.storeFailed(s, err)
 	} else if passed {
+		f.passed.Add(client, now.Add(passCacheTTL))
 		return pipeline.PassBecause("client passed greylisting before (" + client + ")")
 	}
 
@@ -169,8 +191,11 @@ func (f *Filter) Rcpt(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 	// client may be greylisted again later: pass it regardless.
 	if err := f.c.Store.Set(ctx, passKey, stamp, f.c.PassTTL); err != nil {
 		f.c.Log.Warn("greylist: cannot record passed client", "session", s.ID, "client", client, "err", err)
-	} else if err := f.c.Store.Delete(ctx, key); err != nil {
-		f.c.Log.Warn("greylist: cannot delete passed triplet", "session", s.ID, "client", client, "err", err)
+	} else {
+		f.passed.Add(client, now.Add(passCacheTTL))
+		if err := f.c.Store.Delete(ctx, key); err != nil {
+			f.c.Log.Warn("greylist: cannot delete passed triplet", "session", s.ID, "client", client, "err", err)
+		}
 	}
 	return pipeline.PassBecause(fmt.Sprintf("greylisting passed after %v (%s)", waited.Round(time.Second), client))
 }

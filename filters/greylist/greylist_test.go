@@ -250,3 +250,48 @@ func TestTwoGateways(t *testing.T) {
 	try.from, try.reason = "other@example.org", "passed greylisting before"
 	run(t, ctx, a, 3, try)
 }
+
+// countingStore counts the store calls and can be switched off.
+type countingStore struct {
+	state.Store
+	calls int
+	down  bool
+}
+
+func (c *countingStore) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	c.calls++
+	if c.down {
+		return nil, false, state.ErrUnavailable
+	}
+	return c.Store.Get(ctx, key)
+}
+
+// TestPassCache: a client known to have passed costs no store call per
+// message for passCacheTTL, then the store is asked again.
+func TestPassCache(t *testing.T) {
+	store := &countingStore{Store: state.NewMemory()}
+	now := time.Now()
+	f, err := New(Config{Store: store, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a := attempt{ip: "192.0.2.1", from: "alice@example.org", rcpt: "bob@example.com", want: wantGrey}
+	run(t, ctx, f, 0, a)
+	now = now.Add(6 * time.Minute)
+	a.want, a.reason = "", "passed after"
+	run(t, ctx, f, 1, a)
+
+	calls := store.calls
+	store.down = true
+	a.from, a.reason = "carol@example.org", "passed greylisting before"
+	for i := 2; i < 12; i++ {
+		run(t, ctx, f, i, a)
+	}
+	if store.calls != calls {
+		t.Errorf("a cached pass asked the store %d times", store.calls-calls)
+	}
+	now = now.Add(passCacheTTL + time.Second)
+	a.want, a.reason = wantTemp, "state store unavailable"
+	run(t, ctx, f, 12, a)
+}
