@@ -78,13 +78,26 @@ func value(s string) string {
 	return quoted(s)
 }
 
+// The replacers are built once: building one per header was most of the
+// cost of the Received-SPF field.
+var (
+	quotedEscaper  = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	commentEscaper = strings.NewReplacer(`\`, `\\`, `(`, `\(`, `)`, `\)`)
+)
+
 func quoted(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	if strings.ContainsAny(s, `\"`) {
+		s = quotedEscaper.Replace(s)
+	}
+	return `"` + s + `"`
 }
 
 // escapeComment quotes what would end or nest the comment.
 func escapeComment(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `(`, `\(`, `)`, `\)`).Replace(s)
+	if !strings.ContainsAny(s, `\()`) {
+		return s
+	}
+	return commentEscaper.Replace(s)
 }
 
 func isDotAtom(s string) bool {
