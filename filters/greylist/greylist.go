@@ -12,6 +12,7 @@
 //	delay: 5m              # a retry sooner than this is deferred again
 //	expire: 4h             # a triplet not retried within this is forgotten
 //	pass_ttl: 36d          # a client that passed is not greylisted again for this long
+//	                       #   (counted from its last mail: the record is renewed daily on use)
 //	netmask_v4: 24         # clients are grouped per network: MTA farms retry
 //	netmask_v6: 64         #   from another address of the same network
 //	key_on_spf_domain: false  # SPF pass: key on the validated domain, not the network
@@ -158,10 +159,11 @@ func (f *Filter) Rcpt(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 	defer cancel()
 
 	passKey := "greypass:" + client
-	if _, passed, err := f.c.Store.Get(ctx, passKey); err != nil {
+	if v, passed, err := f.c.Store.Get(ctx, passKey); err != nil {
 		return f.storeFailed(s, err)
 	} else if passed {
 		f.passed.Add(client, now.Add(passCacheTTL))
+		f.renewPass(ctx, s, passKey, v, now)
 		return pipeline.PassBecause("client passed greylisting before (" + client + ")")
 	}
 
@@ -198,6 +200,22 @@ func (f *Filter) Rcpt(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 		}
 	}
 	return pipeline.PassBecause(fmt.Sprintf("greylisting passed after %v (%s)", waited.Round(time.Second), client))
+}
+
+// renewEvery: a pass record older than this is renewed when the client
+// is seen, so pass_ttl counts from the client's last mail, not its first
+// (postgrey's auto-whitelist does the same); at most one store write per
+// client per day.
+const renewEvery = 24 * time.Hour
+
+func (f *Filter) renewPass(ctx context.Context, s *pipeline.Session, key string, v []byte, now time.Time) {
+	stamp, err := strconv.ParseInt(string(v), 10, 64)
+	if err == nil && now.Sub(time.Unix(0, stamp)) < renewEvery {
+		return
+	}
+	if err := f.c.Store.Set(ctx, key, []byte(strconv.FormatInt(now.UnixNano(), 10)), f.c.PassTTL); err != nil {
+		f.c.Log.Warn("greylist: cannot renew passed client", "session", s.ID, "err", err)
+	}
 }
 
 // clientKey is what stands for the client in the keys: its network, or

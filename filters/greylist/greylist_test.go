@@ -81,7 +81,10 @@ func TestGreylist(t *testing.T) {
 			{6 * time.Minute, "192.0.2.1", alice, bob, "", "", "", "passed after"},
 			{time.Hour, "192.0.2.77", "dave@example.net", carol, "", "", "", "passed greylisting before"},
 			{30 * 24 * time.Hour, "192.0.2.1", "", carol, "", "", "", "passed greylisting before"},
-			{7 * 24 * time.Hour, "192.0.2.1", "erin@example.net", carol, "", "", wantGrey, "new triplet"},
+			// The mail on day 30 renewed the pass: 35 days later still known.
+			{35 * 24 * time.Hour, "192.0.2.1", "frank@example.net", carol, "", "", "", "passed greylisting before"},
+			// Silent for longer than pass_ttl: forgotten.
+			{37 * 24 * time.Hour, "192.0.2.1", "erin@example.net", carol, "", "", wantGrey, "new triplet"},
 		}},
 		{"another /24 is greylisted", false, []attempt{
 			{0, "192.0.2.1", alice, bob, "", "", wantGrey, ""},
@@ -294,4 +297,33 @@ func TestPassCache(t *testing.T) {
 	now = now.Add(passCacheTTL + time.Second)
 	a.want, a.reason = wantTemp, "state store unavailable"
 	run(t, ctx, f, 12, a)
+}
+
+// TestPassRenewed: pass_ttl counts from the client's last mail: a client
+// that keeps sending is never greylisted again.
+func TestPassRenewed(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	store := state.NewMemory()
+	store.Now = clock
+	f, err := New(Config{Store: store, PassTTL: 3 * 24 * time.Hour, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a := attempt{ip: "192.0.2.1", from: "alice@example.org", rcpt: "bob@example.com", want: wantGrey}
+	run(t, ctx, f, 0, a)
+	now = now.Add(6 * time.Minute)
+	a.want = ""
+	run(t, ctx, f, 1, a)
+	// Mail every two days for ten days: each one renews the pass.
+	for i := 2; i < 7; i++ {
+		now = now.Add(48 * time.Hour)
+		a.reason = "passed greylisting before"
+		run(t, ctx, f, i, a)
+	}
+	// Silent for longer than pass_ttl: greylisted again.
+	now = now.Add(4 * 24 * time.Hour)
+	a.want, a.reason = wantGrey, "new triplet"
+	run(t, ctx, f, 7, a)
 }
