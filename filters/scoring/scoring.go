@@ -45,9 +45,15 @@ func (f *Filter) Rcpt(_ context.Context, s *pipeline.Session, t *pipeline.Transa
 	return pipeline.Pass()
 }
 
-// Data adds the score header once the tag threshold is reached.
+// Data refuses a message whose content checks (DMARC tagging, SURBL
+// with action score) brought the total to the reject threshold, and adds
+// the score header once the tag threshold is reached.
 func (f *Filter) Data(_ context.Context, s *pipeline.Session, t *pipeline.Transaction, _ *pipeline.Message) pipeline.Verdict {
 	score := t.TotalScore(s)
+	if f.c.Reject > 0 && score >= f.c.Reject {
+		return pipeline.Refuse(550, [3]int{5, 7, 1}, "Message refused: too many signs of spam",
+			fmt.Sprintf("score %s >= %s (%s)", num(score), num(f.c.Reject), strings.Join(tags(s, t), ", ")))
+	}
 	if f.c.Tag <= 0 || score < f.c.Tag {
 		return pipeline.Pass()
 	}

@@ -35,3 +35,19 @@ func TestRejectOff(t *testing.T) {
 		t.Errorf("reject threshold 0 must never refuse: %+v", v)
 	}
 }
+
+// TestContentScoreRefusedAtData: points added at DATA (DMARC tag, SURBL
+// score) can still reach the reject threshold.
+func TestContentScoreRefusedAtData(t *testing.T) {
+	f := New(Config{Reject: 5, Tag: 1})
+	s := &pipeline.Session{Score: 2, Tags: []string{"dnsbl"}}
+	tx := &pipeline.Transaction{Score: 3, Tags: []string{"dmarc-fail"}}
+	v := f.Data(context.Background(), s, tx, nil)
+	if v.Action != pipeline.Reject || v.Reply.String() != "550 5.7.1 Message refused: too many signs of spam" ||
+		v.Reason != "score 5.0 >= 5.0 (dnsbl, dmarc-fail)" {
+		t.Errorf("got %+v", v)
+	}
+	if len(tx.AddHeaders) != 0 {
+		t.Errorf("a refused message needs no header: %q", tx.AddHeaders)
+	}
+}
