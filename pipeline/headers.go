@@ -107,16 +107,24 @@ func dropFields(br *bufio.Reader, w io.Writer, drop func(string, []byte) bool) e
 }
 
 // fieldName returns the name of a header field line ("" if the line is
-// not a field: no colon, or characters a field name cannot have).
+// not a field: no colon, or characters a field name cannot have). White
+// space before the colon is the obsolete syntax of RFC 5322 §4.5
+// ("Name : value"), which mail software still reads as a field: it must
+// not end the header here, or every field after it would escape the
+// rules.
 func fieldName(line []byte) string {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
 		return ""
 	}
-	for _, c := range line[:i] {
+	name := bytes.TrimRight(line[:i], " \t")
+	if len(name) == 0 {
+		return ""
+	}
+	for _, c := range name {
 		if c <= ' ' || c > '~' {
 			return ""
 		}
 	}
-	return string(line[:i])
+	return string(name)
 }

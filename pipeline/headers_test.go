@@ -27,6 +27,10 @@ func TestDropHeaderFields(t *testing.T) {
 			"junk line\r\nAuthentication-Results: mx.example.com\r\n"},
 		{"leading continuation", " x\r\nA: 1\r\n\r\n", " x\r\nA: 1\r\n\r\n"},
 		{"empty", "", ""},
+		{"obsolete space before colon", "X-Foo : bar\r\nAuthentication-Results: mx.example.com; dkim=pass\r\n\r\nb\r\n",
+			"X-Foo : bar\r\n\r\nb\r\n"},
+		{"obsolete name itself", "Authentication-Results : mx.example.com; dkim=pass\r\nA: 1\r\n\r\nb\r\n",
+			"A: 1\r\n\r\nb\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := io.ReadAll(DropHeaderFields(strings.NewReader(tc.in), dropAR))

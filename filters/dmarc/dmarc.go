@@ -28,9 +28,11 @@
 //	451 4.7.1 DMARC policy temporarily unavailable, try again later      (temperror: tempfail)
 //
 // p=none is monitoring only: the failure is in Authentication-Results,
-// nothing else happens. A message without exactly one From author domain
-// is dmarc=permerror and passes (RFC 7489 §6.6.1 leaves that to the
-// receiver).
+// nothing else happens. A message without a From author domain is
+// dmarc=permerror and passes; one with several From fields or authors of
+// different domains (RFC 7489 §6.6.1 leaves that to the receiver) gets
+// the strictest outcome of its author domains, so a second From cannot
+// smuggle a spoofed first one past its domain's p=reject.
 package dmarc
 
 import (
@@ -170,9 +172,47 @@ func (f *Filter) evaluate(ctx context.Context, t *pipeline.Transaction, m *pipel
 		return evaluation{result: PermError, reason: "reading the header: " + err.Error()}
 	}
 	domain, err := AuthorDomain(from)
+	if errors.Is(err, ErrSeveralFrom) || errors.Is(err, ErrSeveralAuths) {
+		// A second From field or author must not be a way around the
+		// first one's policy: each author domain is evaluated and the
+		// strictest outcome applies.
+		return f.strictest(ctx, t, authorDomains(from), err)
+	}
 	if err != nil {
 		return evaluation{result: PermError, reason: err.Error()}
 	}
+	return f.evaluateDomain(ctx, t, domain)
+}
+
+// strictest evaluates every author domain and returns the evaluation
+// whose policy acts hardest (a failing p=reject over quarantine over
+// anything else).
+func (f *Filter) strictest(ctx context.Context, t *pipeline.Transaction, domains []string, why error) evaluation {
+	worst := evaluation{result: PermError, reason: why.Error()}
+	rank := func(e evaluation) int {
+		switch {
+		case e.result == Fail && e.policy == dmarc.PolicyReject:
+			return 4
+		case e.result == Fail && e.policy == dmarc.PolicyQuarantine:
+			return 3
+		case e.result == TempError:
+			return 2
+		case e.result == Fail:
+			return 1
+		}
+		return 0
+	}
+	for _, d := range domains {
+		e := f.evaluateDomain(ctx, t, d)
+		if rank(e) > rank(worst) {
+			worst = e
+		}
+	}
+	worst.reason = why.Error() + "; strictest: " + worst.reason
+	return worst
+}
+
+func (f *Filter) evaluateDomain(ctx context.Context, t *pipeline.Transaction, domain string) evaluation {
 	e := evaluation{domain: domain}
 
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)

@@ -170,6 +170,31 @@ func AuthorDomain(from []string) (string, error) {
 	return domain, nil
 }
 
+// authorDomains returns the distinct valid author domains of all From
+// fields, in order.
+func authorDomains(from []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, field := range from {
+		var domains []string
+		if list, err := addressParser.ParseList(field); err == nil {
+			for _, a := range list {
+				_, d, _ := cutLast(a.Address, "@")
+				domains = append(domains, d)
+			}
+		} else {
+			domains = atDomains(field)
+		}
+		for _, d := range domains {
+			if d, ok := normalise(d); ok && !seen[d] {
+				seen[d] = true
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
 func cutLast(s, sep string) (before, after string, found bool) {
 	if i := strings.LastIndex(s, sep); i >= 0 {
 		return s[:i], s[i+len(sep):], true
