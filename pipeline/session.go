@@ -30,6 +30,11 @@ type Gateway struct {
 	RejectBareLineEndings bool
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// OnMessage, if set, is told how each transaction ended (metrics):
+	// the outcome as the message log line names it ("delivered",
+	// "rejected at mail", ...) and the size of the message received in
+	// DATA (0 if the transaction ended before DATA).
+	OnMessage func(outcome string, size int64)
 }
 
 // NewHandler returns the smtpd.Handler for one connection.
@@ -67,6 +72,8 @@ type handler struct {
 	// recipient of this transaction.
 	upMailRefusal *smtpd.Reply
 	rejectedRcpts []string
+	// dataSize is the size of the message of this transaction (OnMessage).
+	dataSize int64
 }
 
 func refusal(v Verdict) *smtpd.Reply {
@@ -243,6 +250,7 @@ var (
 
 func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataResult) smtpd.Reply {
 	t := h.t
+	h.dataSize = msg.Size()
 	if res.Smuggling || res.Bare() && h.g.RejectBareLineEndings {
 		r := replySmuggling
 		reason := "end-of-data look-alike in DATA"
@@ -355,6 +363,10 @@ func (h *handler) endTxn(outcome string, r *smtpd.Reply, upstreamErr string) {
 		return
 	}
 	h.logMessage(outcome, r, upstreamErr)
+	if h.g.OnMessage != nil {
+		h.g.OnMessage(outcome, h.dataSize)
+	}
 	h.t = nil
 	h.rejectedRcpts = nil
+	h.dataSize = 0
 }

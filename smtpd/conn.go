@@ -29,9 +29,10 @@ import (
 const maxAuthLine = 12288
 
 type conn struct {
-	srv *Server
-	cfg *Config
-	h   Handler
+	srv        *Server
+	cfg        *Config
+	newHandler func(ConnInfo) Handler
+	h          Handler
 
 	nc  net.Conn // the current connection: plain, or *tls.Conn
 	raw net.Conn // the TCP connection; never changes, safe for drain/abort
@@ -51,7 +52,7 @@ type conn struct {
 	end                            string
 
 	draining atomic.Bool
-	busy     atomic.Bool // inside DATA: a drain lets the message finish
+	busy     atomic.Bool // in a transaction (MAIL to end of DATA): a drain lets it finish
 }
 
 // deadlineReader sets a read deadline before every read: an idle timeout,
@@ -70,12 +71,16 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	if !d.hard.IsZero() && d.hard.Before(dl) {
 		dl = d.hard
 	}
-	if d.c.draining.Load() && !d.c.busy.Load() {
+	// While draining, the deadline is always set: drain may have moved it
+	// to "now" behind our back just as a transaction started (busy), and
+	// that transaction must be allowed to finish.
+	draining := d.c.draining.Load()
+	if draining && !d.c.busy.Load() {
 		dl = now
 	}
 	// Moving a deadline costs a runtime timer update: skip it while the
 	// one set is still close enough (within a tenth of the idle timeout).
-	if diff := dl.Sub(d.set); diff < 0 || diff > d.idle/10 || !d.hard.IsZero() && dl.Equal(d.hard) {
+	if diff := dl.Sub(d.set); draining || diff < 0 || diff > d.idle/10 || !d.hard.IsZero() && dl.Equal(d.hard) {
 		_ = d.c.nc.SetReadDeadline(dl)
 		d.set = dl
 	}
@@ -83,10 +88,14 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, cfg: &s.cfg, nc: nc, raw: nc, start: time.Now()}
+	st := s.cur.Load()
+	if s.proxy != nil {
+		nc = &proxyConn{Conn: nc} // its header is read in serve, not in Accept
+	}
+	c := &conn{srv: s, cfg: &st.cfg, newHandler: st.newHandler, nc: nc, raw: nc, start: time.Now()}
 	c.dr.c = c
-	c.dr.idle = s.cfg.GreetingTimeout
-	c.rd = bufio.NewReaderSize(&c.dr, max(4096, s.cfg.MaxLineLength+2))
+	c.dr.idle = st.cfg.GreetingTimeout
+	c.rd = bufio.NewReaderSize(&c.dr, max(4096, st.cfg.MaxLineLength+2))
 	c.wr = bufio.NewWriterSize(nc, 1024)
 	return c
 }
@@ -100,13 +109,19 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 // drain asks the connection to close with a 421 at its next command; a
-// message being received (DATA) is finished first. Nothing is lost: a
-// transaction cut before the end of DATA was never acknowledged.
+// transaction in progress (MAIL given) is let finish its message first,
+// up to the shutdown deadline. Nothing is lost: a transaction cut before
+// the end of DATA was never acknowledged.
 func (c *conn) drain() {
 	c.draining.Store(true)
 	if !c.busy.Load() {
 		// On the TCP connection: a TLS connection reads through it.
 		_ = c.raw.SetReadDeadline(time.Now())
+		if c.busy.Load() {
+			// A transaction started meanwhile: undo, so it can finish;
+			// while draining, its reads set their deadlines themselves.
+			_ = c.raw.SetReadDeadline(time.Time{})
+		}
 	}
 }
 
@@ -129,13 +144,11 @@ func (c *conn) serve() {
 		}
 	}()
 
-	info := ConnInfo{
-		ID:       newID(),
-		Listener: c.cfg.Name,
-		Remote:   addrPort(c.nc.RemoteAddr()),
-		Local:    addrPort(c.nc.LocalAddr()),
+	info, ok := c.connInfo() // reads the PROXY header on a PROXY listener
+	if !ok {
+		return
 	}
-	c.h = c.srv.newHandler(info)
+	c.h = c.newHandler(info)
 
 	if c.cfg.TLSMode == TLSImplicit {
 		if !c.handshake() {
@@ -180,7 +193,7 @@ func (c *conn) serve() {
 		if c.handle(line) {
 			return
 		}
-		if c.draining.Load() {
+		if c.draining.Load() && !c.busy.Load() {
 			c.end = "shutdown"
 			c.reply(replyShutdown)
 			return
@@ -415,6 +428,7 @@ func (c *conn) resetTxn() {
 		c.h.Reset()
 	}
 	c.inTxn, c.rcpts = false, 0
+	c.busy.Store(false)
 }
 
 // cutPrefixFold is strings.CutPrefix, ignoring ASCII case.
@@ -478,6 +492,7 @@ func (c *conn) mail(arg string) bool {
 	r := c.h.Mail(ctx, from, params)
 	if r == nil || r.Positive() {
 		c.inTxn = true
+		c.busy.Store(true)
 	}
 	return c.send(r, Reply{Code: 250, Enhanced: [3]int{2, 1, 0}, Text: "Sender ok"})
 }

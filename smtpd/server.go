@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,6 +67,11 @@ type Config struct {
 	GreetingTimeout time.Duration
 	CommandTimeout  time.Duration
 	DataTimeout     time.Duration
+
+	// Proxy, if set, makes the listener require a PROXY protocol header
+	// from trusted load balancers (proxyproto.go). It belongs to the
+	// listening socket: NewServer fixes it and Update leaves it as it was.
+	Proxy *ProxyConfig
 }
 
 // ConnInfo describes a client connection to the Handler.
@@ -74,6 +80,9 @@ type ConnInfo struct {
 	Listener string
 	Remote   netip.AddrPort
 	Local    netip.AddrPort
+	// Proxy is the load balancer that sent a PROXY header (Remote and
+	// Local are then the addresses it gave); zero otherwise.
+	Proxy netip.AddrPort
 }
 
 // Handler is the policy side of one SMTP connection. A nil *Reply from a
@@ -137,9 +146,11 @@ type Stats struct {
 
 // Server serves SMTP on listeners with one Handler per connection.
 type Server struct {
-	cfg        Config
-	newHandler func(ConnInfo) Handler
-	log        *slog.Logger
+	// cur is what a newly accepted connection is served with; Update
+	// swaps it (a configuration reload) without touching open sessions.
+	cur   atomic.Pointer[settings]
+	log   *slog.Logger
+	proxy *ProxyConfig // Config.Proxy at NewServer; never updated
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -148,13 +159,32 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// NewServer returns a server for one listener configuration.
-func NewServer(cfg Config, newHandler func(ConnInfo) Handler, log *slog.Logger) *Server {
+// settings are a listener's configuration and handler factory; a
+// connection keeps the ones current when it was accepted until it ends.
+type settings struct {
+	cfg        Config
+	newHandler func(ConnInfo) Handler
+}
+
+func newSettings(cfg Config, newHandler func(ConnInfo) Handler) *settings {
 	if cfg.MaxLineLength <= 0 {
 		cfg.MaxLineLength = 512
 	}
-	return &Server{cfg: cfg, newHandler: newHandler, log: log,
-		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+	return &settings{cfg: cfg, newHandler: newHandler}
+}
+
+// NewServer returns a server for one listener configuration.
+func NewServer(cfg Config, newHandler func(ConnInfo) Handler, log *slog.Logger) *Server {
+	s := &Server{log: log, proxy: cfg.Proxy, listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+	s.cur.Store(newSettings(cfg, newHandler))
+	return s
+}
+
+// Update makes the connections accepted from now on use cfg and
+// newHandler. Connections already open finish with the configuration and
+// handler they started with, so a configuration reload drops no session.
+func (s *Server) Update(cfg Config, newHandler func(ConnInfo) Handler) {
+	s.cur.Store(newSettings(cfg, newHandler))
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -188,7 +218,7 @@ func (s *Server) Serve(l net.Listener) error {
 			// Anything else (EMFILE, ECONNABORTED, ...) is treated as
 			// temporary: never let one stop the listener.
 			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed, retrying", "listener", s.cfg.Name, "err", err, "delay", delay)
+			s.log.Warn("accept failed, retrying", "listener", s.cur.Load().cfg.Name, "err", err, "delay", delay)
 			time.Sleep(delay)
 			continue
 		}

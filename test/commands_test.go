@@ -124,7 +124,7 @@ func TestSIGHUPKeepsRunning(t *testing.T) {
 	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	g.Log.WaitFor(t, "SIGHUP received: reloading is not supported by this version, restart to apply changes", 1)
+	g.Log.WaitFor(t, "config reloaded", 1)
 	r := dialRaw(t, "127.0.0.71", addr)
 	r.expect("220 ")
 }

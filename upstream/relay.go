@@ -142,6 +142,12 @@ type Relay struct {
 	mu      sync.Mutex
 	servers []*server
 	idle    []idleConn // oldest first
+
+	// OnOpen, if set, is told of every attempt of Open at a server: how
+	// long it took and its error (nil: the session is open). Attempts cut
+	// short by the caller's context are not reported. Set it before the
+	// Relay is used (metrics).
+	OnOpen func(server string, latency time.Duration, err error)
 }
 
 // New checks cfg, loads the CA files and prepares the TLS configurations.
@@ -297,6 +303,9 @@ func (r *Relay) Open(ctx context.Context) (*Conn, error) {
 		if err == nil {
 			latency := time.Since(start)
 			r.noteSuccess(s, start, latency)
+			if r.OnOpen != nil {
+				r.OnOpen(s.cfg.Address, latency, nil)
+			}
 			r.log.Debug("upstream session opened", "upstream", s.cfg.Address, "latency", latency, "tls", c.tlsState != nil)
 			return c, nil
 		}
@@ -307,6 +316,9 @@ func (r *Relay) Open(ctx context.Context) (*Conn, error) {
 			break
 		}
 		r.noteFailure(s, start, err)
+		if r.OnOpen != nil {
+			r.OnOpen(s.cfg.Address, time.Since(start), err)
+		}
 		r.log.Warn("upstream server failed", "upstream", s.cfg.Address, "error", err)
 		oe.Attempts = append(oe.Attempts, AttemptError{Server: s.cfg.Address, Err: err})
 	}

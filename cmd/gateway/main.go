@@ -31,6 +31,8 @@ const usage = `mailgate — SMTP security gateway
 Usage:
   mailgate run     --config FILE   run the gateway
   mailgate check   --config FILE   validate the config and print the effective policy
+  mailgate explain --config FILE --ip A --helo H --from F --rcpt R [--message FILE] [--json]
+                                   dry-run the filters for one client and message
   mailgate demo                    run on the embedded demo config with a demo upstream
   mailgate passwd                  hash a password (read from stdin) for auth.users_file
   mailgate version                 print the version
@@ -51,6 +53,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdRun(args, stderr)
 	case "check":
 		return cmdCheck(args, stdout, stderr)
+	case "explain":
+		return cmdExplain(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(args, stdout, stderr)
 	case "passwd":
@@ -92,6 +96,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if c.User != "" {
+		if _, err := lookupUser(c.User); err != nil {
+			fmt.Fprintf(stderr, "warning: %v: run would refuse to start on this machine\n", err)
+		}
 	}
 	fmt.Fprint(stdout, c.Policy())
 	fmt.Fprintf(stdout, "\n%s: OK\n", path)
@@ -151,8 +160,28 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 			}
 			return 1
 		}
-		listeners = append(listeners, l)
+		listeners = append(listeners, g.metrics.listener(l, c.Listeners[i].Name))
 	}
+	// The metrics endpoint is bound with the SMTP sockets (metrics.go).
+	if err := g.metrics.listen(); err != nil {
+		log.Error("cannot listen", "listener", "metrics", "address", c.Metrics.Address, "err", err)
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+		g.close()
+		return 1
+	}
+	// Every socket is bound: give up root before accepting (privileges.go).
+	if err := dropPrivileges(c, log); err != nil {
+		log.Error("cannot drop privileges", "user", c.User, "err", err)
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+		g.metrics.stop()
+		g.close()
+		return 1
+	}
+	g.metrics.serve()
 	var wg sync.WaitGroup
 	for i, srv := range g.servers {
 		wg.Add(1)
@@ -171,12 +200,13 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 
 	s := <-sig
 	for s == syscall.SIGHUP {
-		// Go's default for SIGHUP is to exit; a reload signal (logrotate,
-		// systemctl reload) must never cut sessions.
-		log.Warn("SIGHUP received: reloading is not supported by this version, restart to apply changes")
+		// Reload: new sessions get the new config, open ones finish on
+		// theirs; a config that does not load is refused (reload.go).
+		g.reload()
 		s = <-sig
 	}
 	log.Info("draining", "signal", s.String(), "deadline", drainTimeout.String())
+	g.metrics.draining()
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	for _, srv := range g.servers {
@@ -189,7 +219,11 @@ func serve(c *config.Config, log *slog.Logger, started func()) int {
 		}()
 	}
 	wg.Wait()
-	g.relay.CloseIdle()
+	// Every session has ended: close the idle upstream sessions and the
+	// state store (a file store is flushed and unlocked).
+	g.gen.retire()
+	g.close()
+	g.metrics.stop()
 	log.Info("stopped")
 	return 0
 }

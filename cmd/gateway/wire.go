@@ -1,11 +1,11 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -32,7 +32,6 @@ import (
 	"mailgate/internal/state"
 	"mailgate/pipeline"
 	"mailgate/smtpd"
-	"mailgate/upstream"
 )
 
 // deps are the shared services the filters use.
@@ -208,8 +207,16 @@ func usesDNS(c *config.Config) bool {
 type gateway struct {
 	servers   []*smtpd.Server
 	addresses []string
-	relay     *upstream.Relay
-	store     state.Store
+	store     state.Store // kept across reloads
+
+	log  *slog.Logger
+	cert *certSource // the TLS certificate, swapped by reloads
+
+	mu  sync.Mutex     // serialises reloads
+	cfg *config.Config // the configuration applied
+	gen *generation    // what new sessions get (reload.go)
+
+	metrics *gatewayMetrics // nil when metrics.address is empty (metrics.go)
 }
 
 // close releases what build opened.
@@ -221,72 +228,28 @@ func (g *gateway) close() {
 
 // build wires a gateway from a validated config.
 func build(c *config.Config, log *slog.Logger) (*gateway, error) {
-	relayClient, err := upstream.New(c.Upstream, c.Hostname, log)
-	if err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
-	}
-	d := deps{log: log}
-	if usesDNS(c) {
-		if d.resolver, err = resolver.New(resolver.Config{Servers: c.DNS.Servers, Timeout: c.DNS.Timeout.D(),
-			CacheSize: c.DNS.CacheSize}); err != nil {
-			return nil, fmt.Errorf("dns: %w", err)
-		}
-	}
 	redis.SetLogger(state.RedisLogger{Log: log})
-	if d.store, err = state.Open(c.State.Store); err != nil {
+	store, err := state.Open(c.State.Store)
+	if err != nil {
 		return nil, fmt.Errorf("state.store: %w", err)
 	}
-	g := &gateway{relay: relayClient, store: d.store}
-	p, err := buildPipeline(c, d)
+	mx := newGatewayMetrics(c, log)
+	store = mx.wrapStore(store)
+	g := &gateway{store: store, log: log, cert: &certSource{}, cfg: c, metrics: mx}
+	gen, cert, err := g.newGeneration(c, nil, nil)
 	if err != nil {
 		g.close()
 		return nil, err
 	}
-	gw := &pipeline.Gateway{
-		Hostname:              c.Hostname,
-		Pipeline:              p,
-		Upstream:              relayClient,
-		Log:                   log,
-		RejectBareLineEndings: c.Limits.BareLineEndings == "reject",
+	if cert != nil {
+		g.cert.cert.Store(cert)
 	}
-	if pg := c.Filters.Pregreet; pg != nil {
-		gw.PregreetWait = pg.Wait.D()
-	}
-
-	var tlsConfig *tls.Config
-	if c.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
-		if err != nil {
-			g.close()
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: c.TLS.MinVersionValue()}
-	}
-	var auth smtpd.Authenticator
-	if c.Auth.Users != nil { // loaded and checked by validation
-		auth = c.Auth.Users
-	}
-
+	g.gen = gen
+	g.metrics.attach(gen)
 	for _, l := range c.Listeners {
-		sc := smtpd.Config{
-			Name:            l.Name,
-			Hostname:        c.Hostname,
-			TLSMode:         tlsMode(l.TLS),
-			TLSConfig:       tlsConfig,
-			AuthMode:        authMode(l.Auth),
-			AuthMechanisms:  c.Auth.Mechanisms,
-			Authenticator:   auth,
-			MaxAuthFailures: c.Auth.MaxFailures,
-			MaxLineLength:   c.Limits.MaxLineLength,
-			MaxCommands:     c.Limits.MaxCommands,
-			MaxErrors:       c.Limits.MaxErrors,
-			MaxMessageSize:  int64(c.Limits.MaxMessageSize),
-			SpoolThreshold:  int64(c.Limits.SpoolThreshold),
-			GreetingTimeout: c.Limits.Timeouts.Greeting.D(),
-			CommandTimeout:  c.Limits.Timeouts.Command.D(),
-			DataTimeout:     c.Limits.Timeouts.Data.D(),
-		}
-		g.servers = append(g.servers, smtpd.NewServer(sc, gw.NewHandler, log))
+		sc := gen.listenerConfig(c, l)
+		sc.Proxy = proxyConfig(l) // fixed for the socket's life: Server.Update keeps it
+		g.servers = append(g.servers, smtpd.NewServer(sc, gen.newHandler, log))
 		g.addresses = append(g.addresses, l.Address)
 	}
 	return g, nil
