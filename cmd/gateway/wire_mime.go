@@ -1,6 +1,30 @@
 package main
 
-import "mailgate/config"
+import (
+	"mailgate/config"
+	mimefilter "mailgate/filters/mime"
+	"mailgate/internal/mimeparse"
+)
 
-// wireMIME builds the filter from its config block (not built yet).
-func wireMIME(c *config.Config, d deps) (wired, error) { return wired{}, nil }
+// wireMIME builds the MIME parse from filters.mime, which the config
+// defaults turn on whenever a content filter is. It has no mode: it only
+// refuses anything under malformed: reject.
+func wireMIME(c *config.Config, d deps) (wired, error) {
+	m := c.Filters.MIME
+	if m == nil {
+		return wired{}, nil
+	}
+	f, err := mimefilter.New(mimefilter.Config{
+		Limits: mimeparse.Limits{
+			MaxDepth:      m.MaxDepth,
+			MaxParts:      m.MaxParts,
+			MaxHeaderSize: int64(m.MaxHeaderSize),
+			MaxParseSize:  int64(m.MaxParseSize),
+		},
+		Malformed: m.Malformed,
+	})
+	if err != nil {
+		return wired{}, err
+	}
+	return wired{Filter: f, Mode: config.ModeEnforce}, nil
+}
