@@ -90,6 +90,9 @@ type Session struct {
 	Listener string
 	Client   netip.AddrPort
 	Local    netip.AddrPort
+	// Proxy is the load balancer that passed Client in a PROXY header;
+	// invalid when the client connected directly.
+	Proxy    netip.AddrPort
 	Helo     string
 	Extended bool // EHLO rather than HELO
 	// ClientHostname is the client's forward-confirmed reverse DNS name

@@ -79,6 +79,9 @@ func (h *handler) logSession(st smtpd.Stats) {
 	if h.s.ClientHostname != "" {
 		attrs = append(attrs, "client_hostname", h.s.ClientHostname)
 	}
+	if h.s.Proxy.IsValid() {
+		attrs = append(attrs, "proxy", h.s.Proxy.Addr().Unmap().String())
+	}
 	if h.s.AuthUser != "" {
 		attrs = append(attrs, "auth_user", smtpd.Sanitize(h.s.AuthUser, 64))
 	}

@@ -44,6 +44,7 @@ func (g *Gateway) NewHandler(info smtpd.ConnInfo) smtpd.Handler {
 		Listener: info.Listener,
 		Client:   info.Remote,
 		Local:    info.Local,
+		Proxy:    info.Proxy,
 	}, start: g.now()}
 }
 

@@ -142,7 +142,7 @@ log: {format: json, level: debug}
 				t.Errorf("Received header does not name the real client:\n%s", data)
 			}
 			sess := g.Log.WaitForClient(t, "session", "127.0.9.5")
-			if sess["end"] != "quit" || sess["messages"] != float64(1) {
+			if sess["end"] != "quit" || sess["messages"] != float64(1) || sess["proxy"] != "127.0.0.1" {
 				t.Errorf("session log line = %v", sess)
 			}
 			if r := g.Log.Find("PROXY header"); len(r) == 0 || r[0]["proxy"] == nil ||
