@@ -713,3 +713,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestContentDefaults: the SPEC §3 content blocks, zones written as plain
+// names, and the defaults the content filters get.
+func TestContentDefaults(t *testing.T) {
+	data, err := os.ReadFile("testdata/52-content.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := Parse(data, "52-content.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Filters
+	if z := f.SURBL.Zones; len(z) != 2 || z[0].Zone != "multi.surbl.org" || z[1].Zone != "multi.uribl.com" || len(z[1].Codes) != 1 {
+		t.Errorf("surbl zones = %+v", z)
+	}
+	if f.MIME == nil || f.MIME.MaxDepth != DefaultMIMEMaxDepth || f.MIME.Malformed != "accept" {
+		t.Errorf("mime defaults = %+v (content filters need the MIME parse)", f.MIME)
+	}
+	if !*f.DKIM.Verify || f.DKIM.MaxSignatures != DefaultDKIMMaxSignatures || f.DMARC.Quarantine != "tag" {
+		t.Errorf("dkim/dmarc defaults = %+v %+v", f.DKIM, f.DMARC)
+	}
+	if f.ClamAV.Timeout != DefaultClamAVTimeout || f.ClamAV.Connections != DefaultClamAVConns || f.Spamd.OnError != "accept" {
+		t.Errorf("clamav/spamd defaults = %+v %+v", f.ClamAV, f.Spamd)
+	}
+	if !*f.Attachments.ScanArchives || f.Attachments.Action != "reject" || f.Content.Mode != ModeEnforce {
+		t.Errorf("attachments/content defaults = %+v %+v", f.Attachments, f.Content)
+	}
+	if c.Metrics.Address != "127.0.0.1:9025" {
+		t.Errorf("metrics.address = %q", c.Metrics.Address)
+	}
+}

@@ -108,6 +108,9 @@ type DNSBLZone struct {
 	Mask   int      `yaml:"mask"`   // bitmask on the answer's last octet; 0: unused
 }
 
+// fromScalar lets a zone be written as its name alone.
+func (z *DNSBLZone) fromScalar(s string) { z.Zone = s }
+
 // DNSBL queries DNS block and allow lists (filters.dnsbl).
 type DNSBL struct {
 	Mode           FilterMode  `yaml:"mode"`

@@ -355,6 +355,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 	}
 	switch v.Kind() {
 	case reflect.Struct:
+		if sc, ok := v.Addr().Interface().(scalarShorthand); ok && n.Kind == yaml.ScalarNode {
+			sc.fromScalar(n.Value)
+			return
+		}
 		d.decodeStruct(n, v, key)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -611,3 +615,7 @@ func (c *Config) resolvePaths(dir string) {
 		c.State.Store = storeFile + filepath.Join(dir, p)
 	}
 }
+
+// scalarShorthand is a mapping that may also be written as a plain
+// scalar: a DNS list zone as "multi.surbl.org" for {zone: multi.surbl.org}.
+type scalarShorthand interface{ fromScalar(string) }
