@@ -745,3 +745,34 @@ func TestContentDefaults(t *testing.T) {
 		t.Errorf("metrics.address = %q", c.Metrics.Address)
 	}
 }
+
+// TestContentPolicy: check prints the content filters in the order they
+// run.
+func TestContentPolicy(t *testing.T) {
+	data, err := os.ReadFile("testdata/52-content.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := Parse(data, "52-content.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy()
+	last := -1
+	for _, w := range []string{"spf", "mime", "content", "attachments", "clamav", "dkim", "dmarc", "authresults", "surbl", "spamd"} {
+		i := strings.Index(p, "\n  "+w+" ")
+		if i < 0 {
+			t.Errorf("policy lacks %q:\n%s", w, p)
+			continue
+		}
+		if i < last {
+			t.Errorf("%q printed out of pipeline order", w)
+		}
+		last = i
+	}
+	for _, w := range []string{"Authentication-Results: mx1.example.com", "multi.surbl.org, multi.uribl.com", "127.0.0.1:783, reject at 10"} {
+		if !strings.Contains(p, w) {
+			t.Errorf("policy lacks %q", w)
+		}
+	}
+}

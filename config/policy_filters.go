@@ -67,8 +67,16 @@ func (c *Config) filterPolicy(section func(string), p func(string, ...any)) {
 		on("greylist", g.Mode, "delay %s, expire %s, pass_ttl %s, /%d and /%d per %s; store errors: %s",
 			g.Delay, g.Expire, g.PassTTL, g.NetmaskV4, g.NetmaskV6, key, g.OnError)
 	}
+	c.contentPolicy(on)
 	if s := f.Scoring; s != nil {
 		on("scoring", ModeEnforce, "reject at %g (0: never), header at %g", s.Reject, s.Tag)
+	}
+	if k := f.DKIM; k != nil && len(k.Sign) > 0 {
+		var d []string
+		for _, s := range k.Sign {
+			d = append(d, s.Selector+"._domainkey."+s.Domain)
+		}
+		on("dkimsign", k.Mode, "signs authenticated mail from %s", strings.Join(d, ", "))
 	}
 	servers := "system resolver"
 	if len(c.DNS.Servers) > 0 {
@@ -114,4 +122,55 @@ func redactStore(s string) string {
 		}
 	}
 	return s
+}
+
+// contentPolicy prints the data-stage filters in the order they run.
+func (c *Config) contentPolicy(on func(string, FilterMode, string, ...any)) {
+	f := &c.Filters
+	if m := f.MIME; m != nil {
+		on("mime", ModeEnforce, "depth %d, %d parts, headers %s, parsed up to %s; malformed: %s",
+			m.MaxDepth, m.MaxParts, m.MaxHeaderSize, m.MaxParseSize, m.Malformed)
+	}
+	if ct := f.Content; ct != nil {
+		on("content", ct.Mode, "%d header and %d body patterns", len(ct.DenyHeaders), len(ct.DenyBody))
+	}
+	if a := f.Attachments; a != nil {
+		on("attachments", a.Mode, "extensions %s; types %s; inside zip %v; %s",
+			orNone(a.DenyExtensions), orNone(a.DenyTypes), *a.ScanArchives, a.Action)
+	}
+	if a := f.ClamAV; a != nil {
+		on("clamav", a.Mode, "%s, up to %s, timeout %s, %d scans at once; clamd errors: %s",
+			a.Address, a.MaxSize, a.Timeout, a.Connections, a.OnError)
+	}
+	if k := f.DKIM; k != nil && *k.Verify {
+		on("dkim", k.Mode, "verify up to %d signatures, timeout %s", k.MaxSignatures, k.Timeout)
+	}
+	if d := f.DMARC; d != nil {
+		reject := "reject"
+		if !*d.RejectPolicy {
+			reject = "tag"
+		}
+		on("dmarc", d.Mode, "p=reject: %s, p=quarantine: %s, lookup errors: %s", reject, d.Quarantine, d.TempError)
+	}
+	if f.SPF != nil || f.DKIM != nil || f.DMARC != nil {
+		on("authresults", ModeEnforce, "Authentication-Results: %s; forged ones with this id removed", c.Hostname)
+	}
+	if s := f.SURBL; s != nil {
+		var z []string
+		for _, x := range s.Zones {
+			z = append(z, x.Zone)
+		}
+		on("surbl", s.Mode, "%s; up to %d domains, %s; DNS errors: %s", strings.Join(z, ", "), s.MaxDomains, s.Action, s.OnDNSError)
+	}
+	if s := f.Spamd; s != nil {
+		on("spamd", s.Mode, "%s, reject at %g (0: never), tag at %g, up to %s; errors: %s",
+			s.Address, s.RejectScore, s.TagScore, s.MaxSize, s.OnError)
+	}
+}
+
+func orNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, " ")
 }
