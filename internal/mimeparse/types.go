@@ -1,8 +1,10 @@
 // Package mimeparse parses a message's MIME structure once per message
-// for every content filter (SURBL, attachments, content rules), behind a
-// cheap pre-scan that bounds nesting depth, part count and header size
-// before enmime ever sees the message (enmime takes exponential time on
-// deeply nested unclosed multiparts).
+// for every content filter (SURBL, attachments, content rules). A cheap
+// linear scan finds the multipart structure (RFC 2046 boundaries) and
+// bounds nesting depth, part count and header size; enmime then decodes
+// each leaf part on its own (transfer encoding, charset, file names) and
+// never sees the structure: its multipart reader takes exponential time
+// on deeply nested unclosed multiparts.
 package mimeparse
 
 // Limits bound what is parsed (filters.mime).
@@ -21,11 +23,14 @@ type Message struct {
 	Header []Field
 	// Parts are the leaf parts in document order (depth first), with
 	// their transfer encoding removed. A single-part message has one.
+	// The parts of an attached message (message/rfc822) follow its own
+	// part, one level deeper.
 	Parts []Part
 	// Malformed says why the message could not be parsed fully ("" if
-	// it was): too deep, too many parts, a header too large, or a
-	// structure enmime could not read. Parts then holds what could be
-	// read safely (possibly nothing).
+	// it was): too deep, too many parts, a header too large, no empty
+	// line after the header, or a part enmime could not decode. Parts
+	// then holds what could be read safely (nothing when a limit was
+	// exceeded). The reason never quotes the message.
 	Malformed string
 	// Skipped says the message was larger than MaxParseSize and not
 	// parsed at all (Parts is empty; Header is still set).
@@ -50,6 +55,13 @@ type Part struct {
 	// Filename from Content-Disposition's filename or Content-Type's
 	// name, RFC 2047/2231-decoded; "" if none.
 	Filename string
+	// AltNames are the other spellings of the file name in the part's
+	// header: a Content-Type name that differs from the
+	// Content-Disposition filename, an RFC 2231 name in a charset the
+	// strict decoder drops, a second Content-Disposition field. Mail
+	// clients differ in which they show and save, so a filter judging
+	// names must judge them all.
+	AltNames []string
 	// Disposition is "attachment", "inline" or "".
 	Disposition string
 	// Text is true for text/plain and text/html parts that are not
