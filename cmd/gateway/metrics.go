@@ -18,6 +18,7 @@ import (
 
 	"mailgate/config"
 	"mailgate/filters/dnsbl"
+	"mailgate/filters/surbl"
 	"mailgate/internal/metrics"
 	"mailgate/internal/state"
 	"mailgate/upstream"
@@ -56,14 +57,23 @@ func newGatewayMetrics(c *config.Config, log *slog.Logger) *gatewayMetrics {
 		return nil
 	})
 	gm.m.WatchDNSBL(func() metrics.DNSBLStats {
-		if gen := gm.cur.Load(); gen != nil {
-			for _, e := range gen.gw.Pipeline.Filters() {
-				if f, ok := e.Filter.(*dnsbl.Filter); ok {
-					return f
-				}
+		gen := gm.cur.Load()
+		if gen == nil {
+			return nil
+		}
+		var lists dnsLists
+		for _, e := range gen.gw.Pipeline.Filters() {
+			switch f := e.Filter.(type) {
+			case *dnsbl.Filter:
+				lists.dnsbl = f
+			case *surbl.Filter:
+				lists.surbl = f
 			}
 		}
-		return nil
+		if lists.dnsbl == nil && lists.surbl == nil {
+			return nil
+		}
+		return lists
 	})
 	gm.m.WatchUpstream(&metrics.Probe{Status: func() []upstream.ServerStatus {
 		if gen := gm.cur.Load(); gen != nil {
@@ -197,4 +207,26 @@ func (c *countedConn) Close() error {
 		c.m.ConnClosed()
 	}
 	return c.Conn.Close()
+}
+
+// dnsLists reports the zone health of the client DNS lists and the URI
+// lists (SURBL) together: both are DNS lists whose zones can stop
+// answering.
+type dnsLists struct {
+	dnsbl *dnsbl.Filter
+	surbl *surbl.Filter
+}
+
+func (l dnsLists) Stats() []dnsbl.ZoneStats {
+	var out []dnsbl.ZoneStats
+	if l.dnsbl != nil {
+		out = l.dnsbl.Stats()
+	}
+	if l.surbl != nil {
+		for _, z := range l.surbl.Stats() {
+			out = append(out, dnsbl.ZoneStats{Zone: z.Zone, Queries: z.Queries, Listed: z.Listed,
+				Errors: z.Errors, LastError: z.LastError, LatencySum: z.LatencySum})
+		}
+	}
+	return out
 }
