@@ -357,3 +357,26 @@ func TestDrainFinishesMessageInData(t *testing.T) {
 	}
 	g.Log.WaitFor(t, "stopped", 1)
 }
+
+// Open connections are still counted after a reload: a client at its
+// per-address limit does not get a second connection because the
+// configuration changed.
+func TestReloadKeepsConnectionCounts(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, recorder.Options{})
+	addr := freeAddr(t)
+	limits := "limits: {max_connections_per_ip: 1}\n"
+	g := startGateway(t, baseConfig(addr, up.Addr(), limits), addr)
+
+	first := dialRaw(t, "127.0.10.30", addr)
+	first.expect("220 ")
+	rewriteConfig(t, g, baseConfig(addr, up.Addr(), limits+reloadDeny))
+	reloadSignal(t, g, reloaded, 1)
+
+	second := dialRaw(t, "127.0.10.30", addr)
+	second.expect("421 4.7.0")
+	first.cmd("QUIT", "221")
+	g.Log.WaitFor(t, "session", 2) // the refused one and the first one ended
+	third := dialRaw(t, "127.0.10.30", addr)
+	third.expect("220 ")
+}

@@ -157,7 +157,10 @@ func (g *gateway) newGeneration(c *config.Config, prev *generation, prevCfg *con
 	if prev != nil {
 		gen.n = prev.n + 1
 	}
-	d := deps{store: g.store, log: g.log}
+	if g.counts == nil {
+		g.counts = newCounts()
+	}
+	d := deps{store: g.store, log: g.log, counts: g.counts}
 	if usesDNS(c) {
 		if prev != nil && prev.resolver != nil && reflect.DeepEqual(prevCfg.DNS, c.DNS) {
 			d.resolver = prev.resolver

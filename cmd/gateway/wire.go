@@ -39,6 +39,20 @@ type deps struct {
 	resolver *resolver.Resolver
 	store    state.Store
 	log      *slog.Logger
+	// counts are kept across configuration reloads (open connections,
+	// recent AUTH failures); nil: fresh ones.
+	counts *counts
+}
+
+// counts are the in-process counters every configuration generation
+// shares.
+type counts struct {
+	conns        *connlimit.Counters
+	authFailures *authlimit.Failures
+}
+
+func newCounts() *counts {
+	return &counts{conns: connlimit.NewCounters(), authFailures: authlimit.NewFailures()}
 }
 
 func prefixes(list []config.Prefix) []netip.Prefix {
@@ -71,6 +85,9 @@ func buildPipeline(c *config.Config, d deps) (*pipeline.Pipeline, error) {
 	}
 	fc := &c.Filters
 	relayNets := prefixes(c.Relay.Networks)
+	if d.counts == nil {
+		d.counts = newCounts()
+	}
 
 	acc := access.Config{Trusted: relayNets, Listeners: map[string]access.Rules{}}
 	accessMode := config.ModeEnforce
@@ -94,6 +111,7 @@ func buildPipeline(c *config.Config, d deps) (*pipeline.Pipeline, error) {
 		Exempt:         accessFilter.Allowed,
 		Store:          d.store,
 		Log:            d.log,
+		Counters:       d.counts.conns,
 	})
 	add(cl, config.ModeEnforce, err)
 	add(accessFilter, accessMode, nil)
@@ -119,7 +137,8 @@ func buildPipeline(c *config.Config, d deps) (*pipeline.Pipeline, error) {
 			Action: h.Action, Score: h.Score})
 		add(f, h.Mode, err)
 	}
-	add(authlimit.New(authlimit.Config{MaxFailures: c.Auth.MaxFailuresPerIP, Window: c.Auth.FailureWindow.D()}),
+	add(authlimit.New(authlimit.Config{MaxFailures: c.Auth.MaxFailuresPerIP, Window: c.Auth.FailureWindow.D(),
+		Failures: d.counts.authFailures}),
 		config.ModeEnforce, nil)
 	add(limits.New(limits.Config{MaxRecipients: l.MaxRecipients, MaxMessagesPerSession: l.MaxMessagesPerSession}),
 		config.ModeEnforce, nil)
@@ -208,6 +227,7 @@ type gateway struct {
 	servers   []*smtpd.Server
 	addresses []string
 	store     state.Store // kept across reloads
+	counts    *counts     // kept across reloads
 
 	log  *slog.Logger
 	cert *certSource // the TLS certificate, swapped by reloads

@@ -26,6 +26,23 @@ type Config struct {
 	Window      time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Failures hold the recent failures; nil gives the filter its own.
+	// The gateway passes the same Failures to the filter of every
+	// configuration generation, so a reload does not forgive a
+	// password-guessing client.
+	Failures *Failures
+}
+
+// Failures are the recent failed AUTH attempts per client address.
+type Failures struct {
+	mu    sync.Mutex
+	times *lru.Cache[netip.Prefix, []time.Time]
+}
+
+// NewFailures returns an empty record.
+func NewFailures() *Failures {
+	cache, _ := lru.New[netip.Prefix, []time.Time](maxTracked)
+	return &Failures{times: cache}
 }
 
 // maxTracked bounds the memory used: the least recently failing
@@ -35,10 +52,8 @@ const maxTracked = 100000
 // Filter counts failures per client address (IPv6 per /64: one host
 // usually has a whole /64).
 type Filter struct {
-	c  Config
-	mu sync.Mutex
-	// failures holds the times of recent failures per address.
-	failures *lru.Cache[netip.Prefix, []time.Time]
+	c Config
+	f *Failures
 }
 
 // New returns the filter.
@@ -46,8 +61,11 @@ func New(c Config) *Filter {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	cache, _ := lru.New[netip.Prefix, []time.Time](maxTracked)
-	return &Filter{c: c, failures: cache}
+	f := c.Failures
+	if f == nil {
+		f = NewFailures()
+	}
+	return &Filter{c: c, f: f}
 }
 
 func (*Filter) Name() string        { return "auth-limit" }
@@ -64,7 +82,7 @@ func key(a netip.Addr) netip.Prefix {
 
 // recent returns the failures within the window, dropping older ones.
 func (f *Filter) recent(k netip.Prefix, now time.Time) []time.Time {
-	times, _ := f.failures.Get(k)
+	times, _ := f.f.times.Get(k)
 	cut := now.Add(-f.c.Window)
 	i := 0
 	for i < len(times) && !times[i].After(cut) {
@@ -76,9 +94,9 @@ func (f *Filter) recent(k netip.Prefix, now time.Time) []time.Time {
 // Auth refuses AUTH from an address over its limit.
 func (f *Filter) Auth(_ context.Context, s *pipeline.Session) pipeline.Verdict {
 	k := key(s.ClientIP())
-	f.mu.Lock()
+	f.f.mu.Lock()
 	n := len(f.recent(k, f.c.Now()))
-	f.mu.Unlock()
+	f.f.mu.Unlock()
 	if n >= f.c.MaxFailures {
 		v := pipeline.Defer(421, [3]int{4, 7, 0}, "Too many authentication failures, try again later",
 			fmt.Sprintf("%d failed AUTH attempts from %s within %s", n, k, f.c.Window))
@@ -95,11 +113,11 @@ func (f *Filter) AuthResult(s *pipeline.Session, _ string, ok bool) {
 	}
 	now := f.c.Now()
 	k := key(s.ClientIP())
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.f.mu.Lock()
+	defer f.f.mu.Unlock()
 	times := f.recent(k, now)
 	if len(times) >= f.c.MaxFailures {
 		times = times[1:] // keep the list bounded
 	}
-	f.failures.Add(k, append(append([]time.Time(nil), times...), now))
+	f.f.times.Add(k, append(append([]time.Time(nil), times...), now))
 }

@@ -55,7 +55,22 @@ type Config struct {
 	Store state.Store
 	// Log receives store errors; nil discards them.
 	Log *slog.Logger
+	// Counters hold the open connections; nil gives the filter its own.
+	// The gateway passes the same Counters to the filter of every
+	// configuration generation, so a reload does not forget the
+	// connections that are open.
+	Counters *Counters
 }
+
+// Counters are the open connections, in total and per client.
+type Counters struct {
+	total atomic.Int64
+	mu    sync.Mutex
+	perIP map[netip.Prefix]int // entries deleted at zero
+}
+
+// NewCounters returns empty counters.
+func NewCounters() *Counters { return &Counters{perIP: map[netip.Prefix]int{}} }
 
 // storeTimeout bounds a rate lookup: a slow store must not hold the
 // banner back for long, and a failed lookup lets the client in anyway.
@@ -63,10 +78,8 @@ const storeTimeout = 2 * time.Second
 
 // Filter is the connection limits filter.
 type Filter struct {
-	c     Config
-	total atomic.Int64
-	mu    sync.Mutex
-	perIP map[netip.Prefix]int // entries deleted at zero
+	c Config
+	n *Counters
 }
 
 // New returns the filter.
@@ -82,14 +95,18 @@ func New(c Config) (*Filter, error) {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Filter{c: c, perIP: map[netip.Prefix]int{}}, nil
+	n := c.Counters
+	if n == nil {
+		n = NewCounters()
+	}
+	return &Filter{c: c, n: n}, nil
 }
 
 func (*Filter) Name() string        { return "connlimit" }
 func (*Filter) Kind() pipeline.Kind { return pipeline.Policy }
 
 // Current returns the number of connections counted now.
-func (f *Filter) Current() (total int) { return int(f.total.Load()) }
+func (f *Filter) Current() (total int) { return int(f.n.total.Load()) }
 
 // noteKey marks a counted session; its value is a *counted.
 type noteKey struct{}
@@ -119,7 +136,7 @@ func tooMany(text, reason string) pipeline.Verdict {
 // refused connection stays counted until Disconnect: it is open until
 // then.
 func (f *Filter) Connect(ctx context.Context, s *pipeline.Session) pipeline.Verdict {
-	n := f.total.Add(1)
+	n := f.n.total.Add(1)
 	c := &counted{}
 	s.SetNote(noteKey{}, c)
 	if limit := f.c.MaxConnections; limit > 0 && n > int64(limit) {
@@ -133,10 +150,10 @@ func (f *Filter) Connect(ctx context.Context, s *pipeline.Session) pipeline.Verd
 	c.client = client(ip)
 	if f.c.MaxPerIP > 0 {
 		c.perIP = true
-		f.mu.Lock()
-		f.perIP[c.client]++
-		mine := f.perIP[c.client]
-		f.mu.Unlock()
+		f.n.mu.Lock()
+		f.n.perIP[c.client]++
+		mine := f.n.perIP[c.client]
+		f.n.mu.Unlock()
 		if mine > f.c.MaxPerIP {
 			return tooMany("Too many connections from your address, try again later",
 				fmt.Sprintf("%d connections from %s, limit %d", mine, c.client, f.c.MaxPerIP))
@@ -176,15 +193,15 @@ func (f *Filter) Disconnect(s *pipeline.Session) {
 		return
 	}
 	s.SetNote(noteKey{}, nil)
-	f.total.Add(-1)
+	f.n.total.Add(-1)
 	if !c.perIP {
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.perIP[c.client] <= 1 {
-		delete(f.perIP, c.client)
+	f.n.mu.Lock()
+	defer f.n.mu.Unlock()
+	if f.n.perIP[c.client] <= 1 {
+		delete(f.n.perIP, c.client)
 	} else {
-		f.perIP[c.client]--
+		f.n.perIP[c.client]--
 	}
 }

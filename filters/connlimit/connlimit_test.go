@@ -51,9 +51,9 @@ func connect(t *testing.T, f *Filter, s *pipeline.Session, want string) {
 // idle checks that every count is back to zero.
 func idle(t *testing.T, f *Filter) {
 	t.Helper()
-	f.mu.Lock()
-	left := len(f.perIP)
-	f.mu.Unlock()
+	f.n.mu.Lock()
+	left := len(f.n.perIP)
+	f.n.mu.Unlock()
 	if f.Current() != 0 || left != 0 {
 		t.Errorf("after every disconnect: total %d, %d clients counted", f.Current(), left)
 	}
@@ -108,10 +108,10 @@ func TestPerIPLimit(t *testing.T) {
 	connect(t, f, again, "")
 	f.Disconnect(again)
 	f.Disconnect(ss[1])
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.perIP[netip.MustParsePrefix("192.0.2.1/32")]; ok {
-		t.Errorf("client still counted after all its sessions ended: %v", f.perIP)
+	f.n.mu.Lock()
+	defer f.n.mu.Unlock()
+	if _, ok := f.n.perIP[netip.MustParsePrefix("192.0.2.1/32")]; ok {
+		t.Errorf("client still counted after all its sessions ended: %v", f.n.perIP)
 	}
 }
 
@@ -295,5 +295,43 @@ func BenchmarkConnectDisconnect(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestSharedCounters: the filter of a new configuration (after a reload)
+// sees the connections the old one counted, and an old session's end is
+// taken back from the same counts.
+func TestSharedCounters(t *testing.T) {
+	n := NewCounters()
+	old, err := New(Config{MaxPerIP: 2, Counters: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sess := func() *pipeline.Session {
+		return &pipeline.Session{Client: netip.MustParseAddrPort("192.0.2.1:4000")}
+	}
+	a, b := sess(), sess()
+	for _, s := range []*pipeline.Session{a, b} {
+		if v := old.Connect(ctx, s); v.Action != pipeline.Continue {
+			t.Fatalf("connection refused under the limit: %+v", v)
+		}
+	}
+	reloaded, err := New(Config{MaxPerIP: 2, Counters: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sess()
+	if v := reloaded.Connect(ctx, c); v.Action != pipeline.Tempfail {
+		t.Fatalf("a third connection after a reload was let in: %+v", v)
+	}
+	reloaded.Disconnect(c)
+	old.Disconnect(a)
+	d := sess()
+	if v := reloaded.Connect(ctx, d); v.Action != pipeline.Continue {
+		t.Fatalf("an old session's end was not counted: %+v", v)
+	}
+	if got := reloaded.Current(); got != 2 {
+		t.Errorf("Current = %d, want 2", got)
 	}
 }
