@@ -19,6 +19,7 @@ import (
 	"mailgate/config"
 	"mailgate/filters/dnsbl"
 	"mailgate/filters/surbl"
+	"mailgate/internal/dnslist"
 	"mailgate/internal/metrics"
 	"mailgate/internal/state"
 	"mailgate/upstream"
@@ -217,16 +218,13 @@ type dnsLists struct {
 	surbl *surbl.Filter
 }
 
-func (l dnsLists) Stats() []dnsbl.ZoneStats {
-	var out []dnsbl.ZoneStats
+func (l dnsLists) Stats() []dnslist.Stats {
+	var out []dnslist.Stats
 	if l.dnsbl != nil {
-		out = l.dnsbl.Stats()
+		out = append(out, l.dnsbl.Stats()...)
 	}
 	if l.surbl != nil {
-		for _, z := range l.surbl.Stats() {
-			out = append(out, dnsbl.ZoneStats{Zone: z.Zone, Queries: z.Queries, Listed: z.Listed,
-				Errors: z.Errors, LastError: z.LastError, LatencySum: z.LatencySum})
-		}
+		out = append(out, l.surbl.Stats()...)
 	}
 	return out
 }

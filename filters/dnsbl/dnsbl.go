@@ -6,8 +6,9 @@
 // the log shows whom the mail was from and for, and so a client that
 // authenticates first is never refused for its dial-up address.
 //
-// Answers are validated (RFC 5782): only 127.0.0.0/8 codes count;
-// anything else, and the 127.255.255.0/24 codes list operators send to a
+// Answers are validated as package dnslist does for every DNS list
+// (RFC 5782): only 127.0.0.0/8 codes count; anything else, 127.0.0.1 (never
+// a listing code) and the 127.255.255.0/24 codes list operators send to a
 // resolver they refuse to serve, are errors of that zone, never listings.
 // A zone in error is skipped: a dead list never blocks mail, and the
 // resolver's timeout bounds how long it can delay the connection.
@@ -28,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"mailgate/internal/dnslist"
 	"mailgate/pipeline"
 )
 
@@ -76,14 +77,6 @@ type Config struct {
 	Now func() time.Time
 }
 
-// ZoneStats is one zone's health, for monitoring.
-type ZoneStats struct {
-	Zone                    string
-	Queries, Listed, Errors uint64
-	LastError               string
-	LatencySum              time.Duration
-}
-
 // Filter is the DNSBL filter.
 type Filter struct {
 	zones          []*zone // block zones, then allow zones, in config order
@@ -95,19 +88,12 @@ type Filter struct {
 	now            func() time.Time
 }
 
+// zone is a list and what its listing weighs here.
 type zone struct {
-	name   string
+	*dnslist.Zone
 	weight float64
 	allow  bool
-	codes  []codeRange
-	mask   uint32
-
-	mu    sync.Mutex
-	stats ZoneStats
 }
-
-// codeRange is an inclusive range of return codes, as uint32.
-type codeRange struct{ lo, hi uint32 }
 
 // New validates c and returns the filter.
 func New(c Config) (*Filter, error) {
@@ -150,21 +136,21 @@ func New(c Config) (*Filter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dnsbl: zone %q: %w", zc.Zone, err)
 		}
-		if seen[z.name] {
-			return nil, fmt.Errorf("dnsbl: zone %q listed twice", z.name)
+		if seen[z.Name()] {
+			return nil, fmt.Errorf("dnsbl: zone %q listed twice", z.Name())
 		}
-		seen[z.name] = true
+		seen[z.Name()] = true
 		f.zones = append(f.zones, z)
 	}
 	return f, nil
 }
 
 func newZone(c Zone, allow bool) (*zone, error) {
-	z := &zone{name: strings.ToLower(strings.TrimSuffix(c.Zone, ".")), weight: c.Weight, allow: allow, mask: c.Mask}
-	z.stats.Zone = z.name
-	if !validName(z.name) {
-		return nil, errors.New("not a valid DNS name")
+	dz, err := dnslist.NewZone(c.Zone, c.Codes, c.Mask)
+	if err != nil {
+		return nil, err
 	}
+	z := &zone{Zone: dz, weight: c.Weight, allow: allow}
 	switch {
 	case allow:
 		z.weight = -math.Abs(cmp.Or(z.weight, 1))
@@ -173,60 +159,7 @@ func newZone(c Zone, allow bool) (*zone, error) {
 	default:
 		z.weight = cmp.Or(z.weight, 1)
 	}
-	if c.Mask&0xff000000 != 0 {
-		return nil, fmt.Errorf("mask %#x covers the first octet (127)", c.Mask)
-	}
-	for _, s := range c.Codes {
-		r, err := parseCodes(s)
-		if err != nil {
-			return nil, err
-		}
-		z.codes = append(z.codes, r)
-	}
 	return z, nil
-}
-
-// parseCodes parses "127.0.0.2" or "127.0.0.2-127.0.0.11".
-func parseCodes(s string) (codeRange, error) {
-	loS, hiS, isRange := strings.Cut(s, "-")
-	if !isRange {
-		hiS = loS
-	}
-	var r codeRange
-	for i, p := range []string{loS, hiS} {
-		a, err := netip.ParseAddr(strings.TrimSpace(p))
-		if err != nil || !a.Is4() || !codeNet.Contains(a) {
-			return r, fmt.Errorf("code %q: want 127.0.0.0/8 addresses, or a range of them", s)
-		}
-		if i == 0 {
-			r.lo = u32(a)
-		} else {
-			r.hi = u32(a)
-		}
-	}
-	if r.lo > r.hi {
-		return r, fmt.Errorf("code range %q runs backwards", s)
-	}
-	return r, nil
-}
-
-// validName reports whether zone can be a DNS name under which a query
-// name of 64 IPv6 nibble labels still fits in 253 octets.
-func validName(zone string) bool {
-	if zone == "" || len(zone) > 253-64 {
-		return false
-	}
-	for label := range strings.SplitSeq(zone, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range []byte(label) {
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func (*Filter) Name() string        { return "dnsbl" }
@@ -245,7 +178,7 @@ func (f *Filter) Connect(ctx context.Context, s *pipeline.Session) pipeline.Verd
 	score := 0.0
 	var blocked []*result
 	for _, r := range results {
-		if r.listed {
+		if r.Listed {
 			score += r.zone.weight
 			if !r.zone.allow {
 				blocked = append(blocked, r)
@@ -289,7 +222,7 @@ func names(blocked []*result) string {
 	slices.SortStableFunc(blocked, func(a, b *result) int { return cmp.Compare(b.zone.weight, a.zone.weight) })
 	names := make([]string, len(blocked))
 	for i, r := range blocked {
-		names[i] = r.zone.name
+		names[i] = r.zone.Name()
 	}
 	return strings.Join(names, ", ")
 }
@@ -306,22 +239,18 @@ func (f *Filter) refusal(ip netip.Addr, list, reason string) pipeline.Verdict {
 func num(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
 
 // Stats returns every zone's counters, in config order.
-func (f *Filter) Stats() []ZoneStats {
-	out := make([]ZoneStats, len(f.zones))
+func (f *Filter) Stats() []dnslist.Stats {
+	out := make([]dnslist.Stats, len(f.zones))
 	for i, z := range f.zones {
-		z.mu.Lock()
-		out[i] = z.stats
-		z.mu.Unlock()
+		out[i] = z.Stats()
 	}
 	return out
 }
 
 // result is one zone's answer about the client.
 type result struct {
+	dnslist.Answer
 	zone    *zone
-	listed  bool
-	codes   []netip.Addr // codes that count (listed) or were ignored
-	err     string
 	latency time.Duration
 }
 
@@ -334,97 +263,14 @@ func (f *Filter) lookup(ctx context.Context, ip netip.Addr) []*result {
 	for i, z := range f.zones {
 		wg.Go(func() {
 			start := f.now()
-			addrs, err := f.resolver.LookupA(ctx, name+z.name)
-			r := z.judge(addrs, err)
-			r.latency = f.now().Sub(start)
-			z.record(r)
+			addrs, err := f.resolver.LookupA(ctx, name+z.Name())
+			r := &result{Answer: z.Judge(addrs, err), zone: z, latency: f.now().Sub(start)}
+			z.Record(r.Answer, r.latency)
 			results[i] = r
 		})
 	}
 	wg.Wait()
 	return results
-}
-
-var (
-	codeNet    = netip.MustParsePrefix("127.0.0.0/8")
-	refusedNet = netip.MustParsePrefix("127.255.255.0/24")
-)
-
-// judge validates an answer and applies the zone's code filters.
-func (z *zone) judge(addrs []netip.Addr, err error) *result {
-	r := &result{zone: z}
-	var dnsErr *net.DNSError
-	switch {
-	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return r
-	case errors.As(err, &dnsErr) && dnsErr.IsTimeout:
-		r.err = "timeout"
-		return r
-	case errors.As(err, &dnsErr):
-		r.err = dnsErr.Err
-		return r
-	case err != nil:
-		r.err = err.Error()
-		return r
-	}
-	// One bad address spoils the answer: a list that says something other
-	// than 127.0.0.0/8 is broken (or its domain expired and now points
-	// everything somewhere), and a 127.255.255.x code is the operator
-	// refusing our resolver.
-	for _, a := range addrs {
-		a = a.Unmap()
-		switch {
-		case !a.Is4() || !codeNet.Contains(a):
-			r.err = "invalid answer " + a.String()
-			return r
-		case refusedNet.Contains(a):
-			r.err = "resolver blocked by the list operator (" + a.String() + ")"
-			return r
-		}
-	}
-	var ignored []netip.Addr
-	for _, a := range addrs {
-		if z.counts(u32(a.Unmap())) {
-			r.codes = append(r.codes, a)
-		} else {
-			ignored = append(ignored, a)
-		}
-	}
-	r.listed = len(r.codes) > 0
-	if !r.listed {
-		r.codes = ignored
-	}
-	return r
-}
-
-// counts applies the Codes and Mask filters.
-func (z *zone) counts(code uint32) bool {
-	if z.mask != 0 && code&z.mask == 0 {
-		return false
-	}
-	if len(z.codes) == 0 {
-		return true
-	}
-	for _, r := range z.codes {
-		if r.lo <= code && code <= r.hi {
-			return true
-		}
-	}
-	return false
-}
-
-func (z *zone) record(r *result) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.stats.Queries++
-	z.stats.LatencySum += r.latency
-	switch {
-	case r.err != "":
-		z.stats.Errors++
-		z.stats.LastError = r.err
-	case r.listed:
-		z.stats.Listed++
-	}
 }
 
 // describe lists every zone's result for logs and explain:
@@ -435,14 +281,14 @@ func describe(results []*result) string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(r.zone.name + "=")
+		b.WriteString(r.zone.Name() + "=")
 		switch {
-		case r.err != "":
-			b.WriteString("error: " + r.err)
-		case r.listed:
-			b.WriteString(joinAddrs(r.codes) + " (" + num(r.zone.weight) + ")")
-		case len(r.codes) > 0:
-			b.WriteString("not listed (" + joinAddrs(r.codes) + " ignored)")
+		case r.Err != "":
+			b.WriteString("error: " + r.Err)
+		case r.Listed:
+			b.WriteString(joinAddrs(r.Codes) + " (" + num(r.zone.weight) + ")")
+		case len(r.Ignored) > 0:
+			b.WriteString("not listed (" + joinAddrs(r.Ignored) + " ignored)")
 		default:
 			b.WriteString("not listed")
 		}
@@ -480,9 +326,4 @@ func queryName(ip netip.Addr) string {
 		b.WriteByte('.')
 	}
 	return b.String()
-}
-
-func u32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"mailgate/internal/dnslist"
 	"mailgate/internal/dnstest"
 	"mailgate/internal/mailaddr"
 	"mailgate/internal/resolver"
@@ -351,7 +352,7 @@ func TestStats(t *testing.T) {
 	if len(st) != 3 {
 		t.Fatalf("stats %+v", st)
 	}
-	want := []ZoneStats{
+	want := []dnslist.Stats{
 		{Zone: "zen.test", Queries: 4, Listed: 2, Errors: 1, LastError: "resolver blocked by the list operator (127.255.255.254)"},
 		{Zone: "dead.test", Queries: 4, Errors: 4, LastError: "timeout"},
 		{Zone: "wl.test", Queries: 4, Listed: 2},

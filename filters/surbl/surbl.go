@@ -12,11 +12,12 @@
 // instead: the first megabyte of its body, quoted-printable undone.
 //
 // Every domain is asked of every zone at once (16 queries at a time),
-// all within one timeout. Answers are validated as filters/dnsbl does
-// (RFC 5782): only 127.0.0.0/8 codes count, and 127.0.0.1 and the
-// 127.255.255.0/24 codes (the operator refusing our resolver) are
-// errors, never listings. codes and mask select the lists of a
-// combined zone such as multi.surbl.org (mask 8 = bit 3: phishing).
+// all within one timeout. Answers are validated as package dnslist does
+// for every DNS list, filters/dnsbl's too (RFC 5782): only 127.0.0.0/8
+// codes count, and 127.0.0.1 and the 127.255.255.0/24 codes (the
+// operator refusing our resolver) are errors, never listings. codes and
+// mask select the lists of a combined zone such as multi.surbl.org
+// (mask 8 = bit 3: phishing).
 //
 // A listed domain refuses the message:
 //
@@ -59,6 +60,7 @@ import (
 	"time"
 
 	"mailgate/filters/surbl/urls"
+	"mailgate/internal/dnslist"
 	"mailgate/internal/mimeparse"
 	"mailgate/pipeline"
 )
@@ -108,17 +110,9 @@ type Config struct {
 	Now func() time.Time
 }
 
-// ZoneStats is one zone's health, for monitoring.
-type ZoneStats struct {
-	Zone                    string
-	Queries, Listed, Errors uint64
-	LastError               string
-	LatencySum              time.Duration
-}
-
 // Filter is the URL list filter.
 type Filter struct {
-	zones      []*zone
+	zones      []*dnslist.Zone
 	maxDomains int
 	score      float64 // > 0 with action score; 0: reject
 	timeout    time.Duration
@@ -167,14 +161,14 @@ func New(c Config) (*Filter, error) {
 	}
 	seen := map[string]bool{}
 	for _, zc := range c.Zones {
-		z, err := newZone(zc)
+		z, err := dnslist.NewZone(zc.Zone, zc.Codes, zc.Mask)
 		if err != nil {
 			return nil, fmt.Errorf("surbl: zone %q: %w", zc.Zone, err)
 		}
-		if seen[z.name] {
-			return nil, fmt.Errorf("surbl: zone %q listed twice", z.name)
+		if seen[z.Name()] {
+			return nil, fmt.Errorf("surbl: zone %q listed twice", z.Name())
 		}
-		seen[z.name] = true
+		seen[z.Name()] = true
 		f.zones = append(f.zones, z)
 	}
 	return f, nil
@@ -217,7 +211,7 @@ func (f *Filter) Check(ctx context.Context, msg *mimeparse.Message, raw func() i
 			return pipeline.Points(f.score, "surbl", reason)
 		}
 		return pipeline.Refuse(554, [3]int{5, 7, 1},
-			"Message refused: URL domain "+first.target.Name+" is listed at "+first.zone.name, reason)
+			"Message refused: URL domain "+first.target.Name+" is listed at "+first.zone.Name(), reason)
 	}
 	if failed != "" {
 		if f.tempfail {
@@ -281,7 +275,7 @@ func collect(c *urls.Collector, msg *mimeparse.Message, raw func() io.Reader) (s
 // hit is one listing.
 type hit struct {
 	target urls.Target
-	zone   *zone
+	zone   *dnslist.Zone
 	codes  []netip.Addr
 }
 
@@ -292,7 +286,7 @@ func (f *Filter) lookup(ctx context.Context, targets []urls.Target) (hits []hit,
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	n := len(targets) * len(f.zones)
-	answers := make([]answer, n)
+	answers := make([]dnslist.Answer, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(n, Concurrency) {
@@ -303,19 +297,19 @@ func (f *Filter) lookup(ctx context.Context, targets []urls.Target) (hits []hit,
 					return
 				}
 				t, z := targets[i/len(f.zones)], f.zones[i%len(f.zones)]
-				name := t.Query() + "." + z.name
+				name := t.Query() + "." + z.Name()
 				if len(name) > 253 {
 					continue // cannot be asked, cannot be listed
 				}
 				if ctx.Err() != nil {
-					answers[i] = answer{err: "timeout"}
-					z.record(answers[i], 0)
+					answers[i] = dnslist.Answer{Err: "timeout"}
+					z.Record(answers[i], 0)
 					continue
 				}
 				start := f.now()
 				addrs, err := f.resolver.LookupA(ctx, name)
-				answers[i] = z.judge(addrs, err)
-				z.record(answers[i], f.now().Sub(start))
+				answers[i] = z.Judge(addrs, err)
+				z.Record(answers[i], f.now().Sub(start))
 			}
 		})
 	}
@@ -326,10 +320,10 @@ func (f *Filter) lookup(ctx context.Context, targets []urls.Target) (hits []hit,
 	for i, a := range answers {
 		t, z := targets[i/len(f.zones)], f.zones[i%len(f.zones)]
 		switch {
-		case a.listed:
-			hits = append(hits, hit{target: t, zone: z, codes: a.codes})
-		case a.err != "":
-			key := z.name + ": " + a.err
+		case a.Listed:
+			hits = append(hits, hit{target: t, zone: z, codes: a.Codes})
+		case a.Err != "":
+			key := z.Name() + ": " + a.Err
 			if errs[key] == 0 {
 				errZones = append(errZones, key)
 			}
@@ -359,7 +353,7 @@ func describe(hits []hit) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(h.target.Name + " at " + h.zone.name + "=")
+		b.WriteString(h.target.Name + " at " + h.zone.Name() + "=")
 		for j, c := range h.codes {
 			if j > 0 {
 				b.WriteString("+")
@@ -378,12 +372,10 @@ func plural(n int, what string) string {
 }
 
 // Stats returns every zone's counters, in config order.
-func (f *Filter) Stats() []ZoneStats {
-	out := make([]ZoneStats, len(f.zones))
+func (f *Filter) Stats() []dnslist.Stats {
+	out := make([]dnslist.Stats, len(f.zones))
 	for i, z := range f.zones {
-		z.mu.Lock()
-		out[i] = z.stats
-		z.mu.Unlock()
+		out[i] = z.Stats()
 	}
 	return out
 }

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"mailgate/internal/dnslist"
 	"mailgate/internal/dnstest"
 	"mailgate/internal/mimeparse"
 	"mailgate/internal/resolver"
@@ -352,7 +353,7 @@ func TestStats(t *testing.T) {
 	}
 	f.Check(context.Background(), textMessage("http://listed.example/ http://blocked.example/ http://clean.example/"), nil)
 	st := f.Stats()
-	want := []ZoneStats{
+	want := []dnslist.Stats{
 		{Zone: "multi.test", Queries: 3, Listed: 1, Errors: 1, LastError: "resolver blocked by the list operator (127.0.0.1)"},
 		{Zone: "dead.test", Queries: 3, Errors: 3, LastError: "timeout"},
 	}

@@ -6,15 +6,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"mailgate/filters/dnsbl"
+	"mailgate/internal/dnslist"
 	"mailgate/internal/resolver"
 )
 
 // ResolverStats is what the DNS collector reads: *resolver.Resolver.
 type ResolverStats interface{ Stats() resolver.Stats }
 
-// DNSBLStats is what the DNSBL collector reads: *dnsbl.Filter.
-type DNSBLStats interface{ Stats() []dnsbl.ZoneStats }
+// DNSBLStats is what the DNSBL collector reads: *dnsbl.Filter (and
+// *surbl.Filter: every DNS list's zones).
+type DNSBLStats interface{ Stats() []dnslist.Stats }
 
 // WatchResolver exports the resolver's cache counters at each scrape.
 // current returns the resolver in use (it may change at a configuration
