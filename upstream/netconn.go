@@ -166,35 +166,45 @@ type crlfWriter struct {
 var crlf = []byte("\r\n")
 
 func (c *crlfWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		if c.pendingCR {
-			c.pendingCR = false
-			if _, err := c.w.Write(crlf); err != nil {
-				return n, err
-			}
-			if p[0] == '\n' {
-				p = p[1:]
-				n++
-				continue
-			}
+	n := len(p)
+	if c.pendingCR {
+		// A CR ended the previous write: it is bare unless p starts
+		// with LF.
+		c.pendingCR = false
+		if len(p) > 0 && p[0] == '\n' {
+			p = p[1:]
 		}
-		i := 0
-		for i < len(p) && p[i] != '\r' {
+		if _, err := c.w.Write(crlf); err != nil {
+			return 0, err
+		}
+	}
+	// Already-normalised input goes through in one write: only a bare CR
+	// splits it.
+	start := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] != '\r' {
+			continue
+		}
+		if i+1 < len(p) && p[i+1] == '\n' {
 			i++
+			continue
 		}
-		if i > 0 {
-			if _, err := c.w.Write(p[:i]); err != nil {
-				return n, err
-			}
-			n += i
+		if _, err := c.w.Write(p[start:i]); err != nil {
+			return n - len(p) + start, err
 		}
-		if i < len(p) { // p[i] == '\r'
-			c.pendingCR = true
-			i++
-			n++
+		start = i + 1
+		if i+1 == len(p) {
+			c.pendingCR = true // maybe the next write starts with LF
+			return n, nil
 		}
-		p = p[i:]
+		if _, err := c.w.Write(crlf); err != nil {
+			return n - len(p) + start, err
+		}
+	}
+	if start < len(p) {
+		if _, err := c.w.Write(p[start:]); err != nil {
+			return n - len(p) + start, err
+		}
 	}
 	return n, nil
 }
@@ -209,7 +219,8 @@ func (c *crlfWriter) flush() error {
 	return err
 }
 
-// idleWriter refreshes the write deadline before each write, so a message
+// idleWriter refreshes the write deadline before each write (a copy
+// chunk: crlfWriter passes normalised input through whole), so a message
 // body may take as long as it needs while the upstream keeps reading, but
 // a stalled upstream fails after timeout (always within the call's limit).
 type idleWriter struct {
