@@ -134,6 +134,11 @@ func (p *Pipeline) run(ctx context.Context, s *Session, t *Transaction, stage St
 			}
 			continue
 		}
+		if !implements(e.Filter, stage) {
+			// Most filters act at one or two stages: no clock reads or
+			// panic guard for the others.
+			continue
+		}
 		if ctx.Err() != nil {
 			return Defer(451, [3]int{4, 4, 7}, "Timeout while checking, try again later", "stage deadline exceeded: "+ctx.Err().Error())
 		}
@@ -200,6 +205,9 @@ func implements(f Filter, stage Stage) bool {
 	switch stage {
 	case StageConnect:
 		_, ok = f.(ConnectFilter)
+		if !ok {
+			_, ok = f.(PregreetFilter) // Pregreet runs as part of the connect stage
+		}
 	case StageHelo:
 		_, ok = f.(HeloFilter)
 	case StageAuth:

@@ -29,10 +29,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
 	"blitiri.com.ar/go/spf"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"mailgate/internal/mailaddr"
 	"mailgate/pipeline"
@@ -71,6 +73,29 @@ type Filter struct {
 	timeout  time.Duration
 	hostname string
 	resolver spf.DNSResolver
+	// recent are evaluations of the last resultTTL, with their
+	// Received-SPF field: a client sending many messages for one sender
+	// is evaluated once (the DNS answers are cached anyway; the
+	// evaluation and the header were a fifth of a message's filter
+	// time).
+	recent *lru.Cache[evalKey, cached]
+	now    func() time.Time
+}
+
+// resultTTL is how long an evaluation is reused. SPF records change
+// rarely and the resolver caches them longer than this.
+const resultTTL = time.Minute
+
+// evalKey is everything an evaluation and its header depend on.
+type evalKey struct {
+	ip         netip.Addr
+	helo, from string
+}
+
+type cached struct {
+	c       check
+	header  string
+	expires time.Time
 }
 
 // New validates c and returns the filter.
@@ -90,7 +115,9 @@ func New(c Config) (*Filter, error) {
 		timeout:  cmp.Or(c.Timeout, 10*time.Second),
 		hostname: c.Hostname,
 		resolver: c.Resolver,
+		now:      time.Now,
 	}
+	f.recent, _ = lru.New[evalKey, cached](10000)
 	for _, a := range []struct {
 		key, value, def string
 		result          spf.Result
@@ -136,10 +163,35 @@ type check struct {
 
 // Mail checks the sender, records the result and applies its action.
 func (f *Filter) Mail(ctx context.Context, s *pipeline.Session, t *pipeline.Transaction) pipeline.Verdict {
-	c := f.check(ctx, s, t.From)
+	c := f.evaluate(ctx, s, t.From)
 	t.AuthResults = append(t.AuthResults, c.authResult())
-	t.AddHeaders = append([]string{f.receivedSPF(s, t.From, c)}, t.AddHeaders...)
+	t.AddHeaders = append([]string{f.header(s, t.From, c)}, t.AddHeaders...)
 	return f.verdict(c)
+}
+
+// evaluate is check, reusing an evaluation of the last resultTTL for the
+// same client address, HELO and sender. Temporary errors are never
+// reused.
+func (f *Filter) evaluate(ctx context.Context, s *pipeline.Session, from pipeline.Address) check {
+	k := evalKey{ip: s.ClientIP(), helo: s.Helo, from: from.String()}
+	now := f.now()
+	if e, ok := f.recent.Get(k); ok && now.Before(e.expires) {
+		return e.c
+	}
+	c := f.check(ctx, s, from)
+	if c.result != spf.TempError {
+		f.recent.Add(k, cached{c: c, header: f.receivedSPF(s, from, c), expires: now.Add(resultTTL)})
+	}
+	return c
+}
+
+// header is the Received-SPF field of an evaluation, from the cache when
+// evaluate put it there.
+func (f *Filter) header(s *pipeline.Session, from pipeline.Address, c check) string {
+	if e, ok := f.recent.Peek(evalKey{ip: s.ClientIP(), helo: s.Helo, from: from.String()}); ok && e.c == c {
+		return e.header
+	}
+	return f.receivedSPF(s, from, c)
 }
 
 func (f *Filter) check(ctx context.Context, s *pipeline.Session, from pipeline.Address) check {

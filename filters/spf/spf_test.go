@@ -333,3 +333,36 @@ func TestNew(t *testing.T) {
 		t.Errorf("defaults: timeout %v tag score %v", f.timeout, f.tagScore)
 	}
 }
+
+// TestEvaluationsReused: the same client, HELO and sender within
+// resultTTL are evaluated once (same header, no lookups); a temporary
+// error is never reused; after resultTTL it is evaluated again.
+func TestEvaluationsReused(t *testing.T) {
+	srv := dnstest.New(t, zone...)
+	f := newFilter(t, Config{Resolver: newResolver(t, srv), Timeout: 200 * time.Millisecond})
+	now := time.Now()
+	f.now = func() time.Time { return now }
+	_, first := run(t, f, "127.0.0.1", "bob@pass.test", "mail.example.test")
+
+	// From now on every lookup times out: only a reused evaluation passes.
+	dead := dnstest.New(t)
+	dead.Blackhole("test")
+	f.resolver = newResolver(t, dead)
+	_, second := run(t, f, "127.0.0.1", "bob@pass.test", "mail.example.test")
+	if first.AddHeaders[0] != second.AddHeaders[0] || second.AuthResults[0].Result != "pass" {
+		t.Errorf("not reused:\n%q\n%q", first.AddHeaders, second.AddHeaders)
+	}
+	_, other := run(t, f, "127.0.0.2", "bob@pass.test", "mail.example.test")
+	if other.AuthResults[0].Result != "temperror" {
+		t.Errorf("another client got a reused result: %+v", other.AuthResults)
+	}
+	_, again := run(t, f, "127.0.0.2", "bob@pass.test", "mail.example.test")
+	if again.AuthResults[0].Result != "temperror" || f.recent.Contains(evalKey{netip.MustParseAddr("127.0.0.2"), "mail.example.test", "bob@pass.test"}) {
+		t.Errorf("a temperror was kept for reuse")
+	}
+	now = now.Add(resultTTL + time.Second)
+	_, later := run(t, f, "127.0.0.1", "bob@pass.test", "mail.example.test")
+	if later.AuthResults[0].Result != "temperror" {
+		t.Errorf("after resultTTL: %+v, want a fresh evaluation", later.AuthResults)
+	}
+}

@@ -140,17 +140,23 @@ func parseCodes(s string) (codeRange, error) {
 // exist is "not listed", not an error.
 func (z *Zone) Judge(addrs []netip.Addr, err error) Answer {
 	var r Answer
-	var dnsErr *net.DNSError
+	// The resolver returns *net.DNSError itself: a type assertion
+	// spares errors.As's reflection on every unlisted client.
+	dnsErr, isDNS := err.(*net.DNSError)
+	if err != nil && !isDNS {
+		isDNS = errors.As(err, &dnsErr)
+	}
 	switch {
-	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+	case err == nil:
+	case isDNS && dnsErr.IsNotFound:
 		return r
-	case errors.As(err, &dnsErr) && dnsErr.IsTimeout:
+	case isDNS && dnsErr.IsTimeout:
 		r.Err = "timeout"
 		return r
-	case errors.As(err, &dnsErr):
+	case isDNS:
 		r.Err = dnsErr.Err
 		return r
-	case err != nil:
+	default:
 		r.Err = err.Error()
 		return r
 	}
