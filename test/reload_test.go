@@ -376,7 +376,7 @@ func TestReloadKeepsConnectionCounts(t *testing.T) {
 	second := dialRaw(t, "127.0.10.30", addr)
 	second.expect("421 4.7.0")
 	first.cmd("QUIT", "221")
-	g.Log.WaitFor(t, "session", 2) // the refused one and the first one ended
+	waitForLogRecord(t, g, "session", "end", "quit") // the first session has ended
 	third := dialRaw(t, "127.0.10.30", addr)
 	third.expect("220 ")
 }
