@@ -101,27 +101,7 @@ SINK_OUT=$BENCH_TMP/sink.out
 start_sink "$SINK_PORT" "$SINK_OUT" 1024
 log "smtp-sink (pid $SINK_PID) on 127.0.0.1:$SINK_PORT"
 
-DNS_PORT=$(free_port)
-DNS_OUT=$BENCH_TMP/dns.out
-"$BENCH_TMP/bin/dnsserver" -zone "$BENCH_DIR/dnsserver/bench.zone" -addr "127.0.0.1:$DNS_PORT" >"$DNS_OUT" 2>"$BENCH_TMP/dns.err" &
-DNS_PID=$!
-BG_PIDS+=("$DNS_PID")
-for _ in $(seq 100); do grep -q serving "$BENCH_TMP/dns.err" && break; sleep 0.1; done
-grep -q serving "$BENCH_TMP/dns.err" || die "dnsserver did not start: $(cat "$BENCH_TMP/dns.err")"
-log "dnsserver (pid $DNS_PID) on 127.0.0.1:$DNS_PORT (udp, tcp)"
-
-# dns_queries: the queries dnsserver has answered so far (it prints the
-# count on SIGUSR1).
-dns_queries() {
-	local n
-	n=$(grep -c '^queries' "$DNS_OUT" || true)
-	kill -USR1 "$DNS_PID"
-	for _ in $(seq 50); do
-		(($(grep -c '^queries' "$DNS_OUT" || true) > n)) && break
-		sleep 0.02
-	done
-	grep '^queries' "$DNS_OUT" | tail -n 1 | cut -d' ' -f2
-}
+start_dnsserver
 
 # clamd with the shipped one-signature test database
 # (internal/clamdtest/testdata: Mailgate.Test.EICAR) unless CLAMD_DB
@@ -159,16 +139,6 @@ for _ in $(seq 1200); do clamd_ping && break; kill -0 "$CLAMD_PID" 2>/dev/null |
 clamd_ping || die "clamd did not answer PING: $(tail -5 "$BENCH_TMP/clamd.log")"
 log "clamd $("$CLAMD_BIN" --version | cut -d/ -f1) (pid $CLAMD_PID) on 127.0.0.1:$CLAMD_PORT, MaxThreads $CLAMD_THREADS, $CLAMD_DB_NOTE"
 
-# cpu_ticks PID...: user+system CPU the processes have used, in clock ticks.
-cpu_ticks() {
-	local pid t=0 f
-	for pid in "$@"; do
-		f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
-		t=$((t + ${f% *} + ${f#* }))
-	done
-	echo "$t"
-}
-
 # machine_busy: CPU time all processes of the machine have used, in
 # clock ticks (user, nice and system of /proc/stat; interrupt time is left
 # out, as loopback traffic's softirq time may not be charged to the
@@ -202,36 +172,6 @@ start_gateway_scenario() { # scenario
 	PORT[$scen]=$port PIDS[$scen]=$GW_PID LOGF[$scen]=$GW_LOG
 }
 
-# install_haraka: sets HARAKA_BIN (npm install of HARAKA_PKGS into the
-# temp dir unless HARAKA_DIR points at an existing one, which must hold
-# every package of HARAKA_PKGS).
-install_haraka() {
-	local dir=${HARAKA_DIR:-$BENCH_TMP/haraka-npm} p missing=()
-	if [[ ! -f $dir/node_modules/Haraka/bin/haraka ]]; then
-		command -v npm >/dev/null || { log "npm not found"; return 1; }
-		[[ -z ${HARAKA_DIR:-} ]] || { log "HARAKA_DIR=$dir has no node_modules/Haraka"; return 1; }
-		log "npm install $HARAKA_PKGS (into $dir)"
-		mkdir -p "$dir"
-		echo '{"name": "mailgate-bench-haraka", "private": true}' >"$dir/package.json"
-		# shellcheck disable=SC2086
-		if ! (cd "$dir" && timeout 300 npm install --no-audit --no-fund --omit=optional $HARAKA_PKGS) >"$BENCH_TMP/npm.log" 2>&1; then
-			log "npm install failed:"
-			tail -20 "$BENCH_TMP/npm.log" >&2
-			return 1
-		fi
-	fi
-	for p in $HARAKA_PKGS; do
-		[[ -f $dir/node_modules/${p%@*}/package.json ]] || missing+=("$p")
-	done
-	if ((${#missing[@]})); then
-		log "$dir lacks ${missing[*]}: (cd $dir && npm install --omit=optional ${missing[*]})"
-		return 1
-	fi
-	HARAKA_BIN=$dir/node_modules/Haraka/bin/haraka
-	HARAKA_VERSIONS=$(for p in $HARAKA_PKGS; do printf '%s@%s\n' "${p%@*}" "$(node -p "require('$dir/node_modules/${p%@*}/package.json').version")"; done | paste -sd' ')
-	log "Haraka in $dir: $HARAKA_VERSIONS; node $(node --version), $HARAKA_NODES worker(s)"
-}
-
 # write_haraka_config DIR PORT: the instance's config, the equivalents of
 # the gateway's filters: spf rejects MAIL FROM fail; dkim verifies (no
 # signing); uribl (the former core data.uribl) looks up the body's link
@@ -257,34 +197,6 @@ write_haraka_config() {
 	printf '[main]\ntimeout=10\nmax_uris_per_list=50\n[%s]\nvalidate=^127\\.\nstrip_to_domain=1\nbody=1\n' "$SURBL_ZONE" >"$c/uribl.ini"
 	printf '[main]\nclamd_socket=127.0.0.1:%s\ntimeout=60\n[reject]\nvirus=true\nerror=true\n' "$CLAMD_PORT" >"$c/clamd.ini"
 	printf 'host=127.0.0.1\nport=%s\nenable_tls=false\n' "$SINK_PORT" >"$c/smtp_forward.ini"
-}
-
-start_haraka() {
-	local scen=$1 d=$BENCH_TMP/haraka port pid w
-	install_haraka || return 1
-	port=$(free_port)
-	node "$HARAKA_BIN" -i "$d" >"$BENCH_TMP/haraka-install.log" 2>&1 || { log "haraka -i failed: $(tail -3 "$BENCH_TMP/haraka-install.log")"; return 1; }
-	write_haraka_config "$d" "$port"
-	node "$HARAKA_BIN" -c "$d" >"$BENCH_TMP/haraka.log" 2>&1 &
-	pid=$!
-	BG_PIDS+=("$pid")
-	for _ in $(seq 300); do
-		(($(grep -c 'worker [0-9]* listening' "$BENCH_TMP/haraka.log" || true) >= HARAKA_NODES)) && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if ! wait_banner "$port" 5; then
-		log "Haraka did not answer on 127.0.0.1:$port; its log:"
-		tail -20 "$BENCH_TMP/haraka.log" >&2
-		return 1
-	fi
-	PIDS[$scen]=$pid
-	for w in $(ps -o pid= --ppid "$pid"); do
-		BG_PIDS+=("$w")
-		PIDS[$scen]+=" $w"
-	done
-	PORT[$scen]=$port LOGF[$scen]=$BENCH_TMP/haraka.log
-	log "Haraka (pids ${PIDS[$scen]}) on 127.0.0.1:$port relaying to 127.0.0.1:$SINK_PORT"
 }
 
 # ---- checks ----
@@ -476,19 +388,6 @@ timed_run() {
 	log "$(printf '  %-16s s=%-2s run %d: %7.3fs %6s msgs/s, others used %3s%% of the CPUs' "$scen" "$s" "$i" "$secs" "$(rate "$m" "$secs")" "$others")"
 }
 
-# per COUNT VALUES...: median of VALUES divided by COUNT, 2 decimals.
-per() {
-	local m=$1
-	shift
-	awk -v v="$(median "$@")" -v m="$m" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v / m }'
-}
-# ticks_ms COUNT TICKS...: median CPU ticks as ms per message.
-ticks_ms() {
-	local m=$1
-	shift
-	awk -v t="$(median "$@")" -v m="$m" -v hz="$CLK_TCK" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", t * 1000 / hz / m }'
-}
-
 # ---- run ----
 
 ACTIVE=()
@@ -498,7 +397,7 @@ for scen in $SCENARIOS; do
 		[[ -n ${GW_BIN:-} ]] || find_gateway || die "no gateway to measure"
 		start_gateway_scenario "$scen" || die "$scen did not start"
 		;;
-	haraka-content) start_haraka "$scen" || die "Haraka did not start (HARAKA_DIR, npm?)" ;;
+	haraka-content) start_haraka "$scen" write_haraka_config "$HARAKA_PKGS" || die "Haraka did not start (HARAKA_DIR, npm?)" ;;
 	clamd-only) ;;
 	*) die "unknown scenario $scen" ;;
 	esac
@@ -510,14 +409,8 @@ for scen in "${ACTIVE[@]}"; do
 	warm_up "$scen"
 done
 
-runs() { # SESSIONS COUNT SCENARIOS...
-	local s=$1 m=$2 i scen
-	shift 2
-	for ((i = 1; i <= REPEAT; i++)); do
-		log "== round $i/$REPEAT: $s session(s), $m messages each (load $(load1))"
-		for scen in "$@"; do timed_run "$scen" "$s" "$m" "$i"; done
-	done
-}
+# what runs logs at the start of each round
+round_note() { echo "load $(load1)"; }
 runs "$SESSIONS" "$MSGS" "${ACTIVE[@]}"
 LAT=()
 for scen in $LAT_SCENARIOS; do [[ " ${ACTIVE[*]} " == *" $scen "* ]] && LAT+=("$scen"); done
@@ -538,8 +431,7 @@ for s in "$SESSIONS" 1; do
 		sec=$(median ${SECS[$k]})
 		RATE[$k]=$(rate "$m" "$sec")
 		[[ $sec == - ]] && RATE[$k]=-
-		# latency: what one message costs one session (sessions x seconds / messages)
-		MSPM[$k]=$(awk -v s="$s" -v t="$sec" -v m="$m" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", s * t * 1000 / m }')
+		MSPM[$k]=$(ms_per_msg "$s" "$sec" "$m")
 		# shellcheck disable=SC2086
 		CPUPM[$k]=$(ticks_ms "$m" ${CPU[$k]:--})
 		[[ $scen == clamd-only ]] && CPUPM[$k]=-
@@ -555,7 +447,6 @@ done
 pct_less() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || b == 0) print "-"; else printf "%.0f%%", 100 * (1 - a / b) }'; }
 # share A B: 100 * A / (A + B)
 share() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || a + b == 0) print "-"; else printf "%.0f%%", 100 * a / (a + b) }'; }
-ms_diff() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%+.2f", a - b }'; }
 
 SUMMARY=()
 for s in "$SESSIONS" 1; do
@@ -621,13 +512,8 @@ echo
 echo "$HEAD"
 echo
 print_table() {
-	echo "| scenario | sessions | messages | seconds | msgs/s | ms/msg per session | p50 ms | p99 ms | server CPU ms/msg | clamd CPU ms/msg | DNS queries/msg | others' CPU | runs |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-	local r a b c d e f g h i j k l x
-	for r in "${ROWS[@]}"; do
-		IFS='|' read -r a b c d e f g h i j k x l <<<"$r"
-		echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j | $k | $x | $l |"
-	done
+	md_table "scenario|sessions|messages|seconds|msgs/s|ms/msg per session|p50 ms|p99 ms|server CPU ms/msg|clamd CPU ms/msg|DNS queries/msg|others' CPU|runs" \
+		"---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---" "${ROWS[@]}"
 }
 print_filters() {
 	((${#FILTER_ROWS[@]})) || return 0

@@ -61,7 +61,6 @@ command -v redis-server >/dev/null || die "need redis-server (apt-get install re
 command -v python3 >/dev/null || die "need python3 (the probes)"
 bench_init envelope "${BENCH_MAX_SECONDS:-1200}"
 raise_nofile 65536
-CLK_TCK=$(getconf CLK_TCK)
 SRC_FLAGS=(-4 -l "$MSG_SIZE" -M "$HELO" -f "$FROM" -t "$TO")
 FAILURES=()
 
@@ -75,27 +74,7 @@ start_sink "$SINK_PORT" "$SINK_OUT" 1024
 log "smtp-sink (pid $SINK_PID) on 127.0.0.1:$SINK_PORT"
 
 build_go_tool dnsserver || die "cannot build bench/dnsserver"
-DNS_PORT=$(free_port)
-DNS_OUT=$BENCH_TMP/dns.out
-"$BENCH_TMP/bin/dnsserver" -zone "$BENCH_DIR/dnsserver/bench.zone" -addr "127.0.0.1:$DNS_PORT" >"$DNS_OUT" 2>"$BENCH_TMP/dns.err" &
-DNS_PID=$!
-BG_PIDS+=("$DNS_PID")
-for _ in $(seq 100); do grep -q serving "$BENCH_TMP/dns.err" && break; sleep 0.1; done
-grep -q serving "$BENCH_TMP/dns.err" || die "dnsserver did not start: $(cat "$BENCH_TMP/dns.err")"
-log "dnsserver (pid $DNS_PID) on 127.0.0.1:$DNS_PORT (udp, tcp)"
-
-# dns_queries: the queries dnsserver has answered so far (it prints the
-# count on SIGUSR1).
-dns_queries() {
-	local n
-	n=$(grep -c '^queries' "$DNS_OUT" || true)
-	kill -USR1 "$DNS_PID"
-	for _ in $(seq 50); do
-		(($(grep -c '^queries' "$DNS_OUT" || true) > n)) && break
-		sleep 0.02
-	done
-	grep '^queries' "$DNS_OUT" | tail -n 1 | cut -d' ' -f2
-}
+start_dnsserver
 
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
@@ -106,16 +85,6 @@ for _ in $(seq 100); do [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PON
 [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server did not start: $(tail -5 "$BENCH_TMP/redis.log")"
 log "redis-server (pid $REDIS_PID) on 127.0.0.1:$REDIS_PORT"
 redis_cmds() { redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'; }
-
-# cpu_ticks PID...: user+system CPU the processes have used, in clock ticks.
-cpu_ticks() {
-	local pid t=0 f
-	for pid in "$@"; do
-		f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
-		t=$((t + ${f% *} + ${f#* }))
-	done
-	echo "$t"
-}
 
 # ---- the servers under test ----
 
@@ -144,27 +113,6 @@ start_gateway_scenario() { # scenario
 	PORT[$scen]=$port PIDS[$scen]=$GW_PID LOGF[$scen]=$GW_LOG
 }
 
-# install_haraka: sets HARAKA_BIN (npm install into the temp dir unless
-# HARAKA_DIR points at an existing one).
-install_haraka() {
-	local dir=${HARAKA_DIR:-$BENCH_TMP/haraka-npm}
-	if [[ ! -f $dir/node_modules/Haraka/bin/haraka ]]; then
-		command -v npm >/dev/null || { log "npm not found"; return 1; }
-		[[ -z ${HARAKA_DIR:-} ]] || { log "HARAKA_DIR=$dir has no node_modules/Haraka"; return 1; }
-		log "npm install $HARAKA_PKGS (into $dir)"
-		mkdir -p "$dir"
-		echo '{"name": "mailgate-bench-haraka", "private": true}' >"$dir/package.json"
-		# shellcheck disable=SC2086
-		if ! (cd "$dir" && timeout 300 npm install --no-audit --no-fund --omit=optional $HARAKA_PKGS) >"$BENCH_TMP/npm.log" 2>&1; then
-			log "npm install failed:"
-			tail -20 "$BENCH_TMP/npm.log" >&2
-			return 1
-		fi
-	fi
-	HARAKA_BIN=$dir/node_modules/Haraka/bin/haraka
-	log "Haraka $(node -p "require('$dir/node_modules/Haraka/package.json').version") in $dir, node $(node --version), $HARAKA_NODES worker(s)"
-}
-
 # write_haraka_config DIR PORT: the instance's config. Equivalents of the
 # gateway's filters: fcrdns rejects without PTR or FCrDNS; dns-list rejects
 # a client on any zone (all searched; its periodic zone test is off, as the
@@ -191,34 +139,6 @@ write_haraka_config() {
 	printf '[redis]\nhost=127.0.0.1\nport=%s\ndb=3\n[period]\nblack=%s\ngrey=14400\nwhite=3110400\n' \
 		"$REDIS_PORT" "$GREY_DELAY" >"$c/greylist.ini"
 	printf 'host=127.0.0.1\nport=%s\nenable_tls=false\n' "$SINK_PORT" >"$c/smtp_forward.ini"
-}
-
-start_haraka() {
-	local d=$BENCH_TMP/haraka port pid w
-	install_haraka || return 1
-	port=$(free_port)
-	node "$HARAKA_BIN" -i "$d" >"$BENCH_TMP/haraka-install.log" 2>&1 || { log "haraka -i failed: $(tail -3 "$BENCH_TMP/haraka-install.log")"; return 1; }
-	write_haraka_config "$d" "$port"
-	node "$HARAKA_BIN" -c "$d" >"$BENCH_TMP/haraka.log" 2>&1 &
-	pid=$!
-	BG_PIDS+=("$pid")
-	for _ in $(seq 300); do
-		(($(grep -c 'worker [0-9]* listening' "$BENCH_TMP/haraka.log" || true) >= HARAKA_NODES)) && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if ! wait_banner "$port" 5; then
-		log "Haraka did not answer on 127.0.0.1:$port; its log:"
-		tail -20 "$BENCH_TMP/haraka.log" >&2
-		return 1
-	fi
-	PIDS[haraka]=$pid
-	for w in $(ps -o pid= --ppid "$pid"); do
-		BG_PIDS+=("$w")
-		PIDS[haraka]+=" $w"
-	done
-	PORT[haraka]=$port LOGF[haraka]=$BENCH_TMP/haraka.log
-	log "Haraka (pids ${PIDS[haraka]}) on 127.0.0.1:$port relaying to 127.0.0.1:$SINK_PORT"
 }
 
 # ---- checks ----
@@ -356,13 +276,6 @@ timed_run() {
 	log "$(printf '  %-16s s=%-2s run %d: %7.3fs %6s msgs/s' "$scen" "$s" "$i" "$(elapsed "$t0" "$t1")" "$(rate "$m" "$(elapsed "$t0" "$t1")")")"
 }
 
-# per COUNT VALUES...: median of VALUES divided by COUNT, 2 decimals.
-per() {
-	local m=$1
-	shift
-	awk -v v="$(median "$@")" -v m="$m" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v / m }'
-}
-
 # ---- run ----
 
 ACTIVE=()
@@ -372,7 +285,7 @@ for scen in $SCENARIOS; do
 		[[ -n ${GW_BIN:-} ]] || find_gateway || die "no gateway to measure"
 		start_gateway_scenario "$scen" || die "$scen did not start"
 		;;
-	haraka) start_haraka || die "Haraka did not start (HARAKA_DIR, npm?)" ;;
+	haraka) start_haraka haraka write_haraka_config "$HARAKA_PKGS" || die "Haraka did not start (HARAKA_DIR, npm?)" ;;
 	*) die "unknown scenario $scen" ;;
 	esac
 	ACTIVE+=("$scen")
@@ -382,14 +295,6 @@ for scen in "${ACTIVE[@]}"; do
 	warm_up "$scen"
 done
 
-runs() { # SESSIONS COUNT SCENARIOS...
-	local s=$1 m=$2 i scen
-	shift 2
-	for ((i = 1; i <= REPEAT; i++)); do
-		log "== round $i/$REPEAT: $s session(s), $m messages each"
-		for scen in "$@"; do timed_run "$scen" "$s" "$m" "$i"; done
-	done
-}
 runs "$SESSIONS" "$MSGS" "${ACTIVE[@]}"
 LAT=()
 for scen in $LAT_SCENARIOS; do [[ -n ${PORT[$scen]:-} ]] && LAT+=("$scen"); done
@@ -409,18 +314,15 @@ for s in "$SESSIONS" 1; do
 		sec=$(median ${SECS[$k]})
 		RATE[$k]=$(rate "$m" "$sec")
 		[[ $sec == - ]] && RATE[$k]=-
-		# latency: what one message costs one session (sessions x seconds / messages)
-		MSPM[$k]=$(awk -v s="$s" -v t="$sec" -v m="$m" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", s * t * 1000 / m }')
+		MSPM[$k]=$(ms_per_msg "$s" "$sec" "$m")
 		# shellcheck disable=SC2086
-		CPUPM[$k]=$(awk -v t="$(median ${CPU[$k]:--})" -v m="$m" -v hz="$CLK_TCK" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", t * 1000 / hz / m }')
+		CPUPM[$k]=$(ticks_ms "$m" ${CPU[$k]:--})
 		# shellcheck disable=SC2086
 		ROWS+=("$scen|$s|$m|$sec|${RATE[$k]}|${MSPM[$k]}|$(per "$m" ${DNSQ[$k]:--})|$(per "$m" ${REDISC[$k]:--})|${CPUPM[$k]}|$(spread ${SECS[$k]})")
 	done
 	[[ $SESSIONS == 1 ]] && break
 done
 
-# ms_diff A B: A - B, 2 decimals
-ms_diff() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%+.2f", a - b }'; }
 s=$SESSIONS
 SUMMARY=(
 	"sessions=$s: gateway-filters/haraka = $(ratio "${RATE[gateway-filters/$s]:-}" "${RATE[haraka/$s]:-}") (target >= 5)"
@@ -437,13 +339,8 @@ echo
 echo "$HEAD"
 echo
 print_table() {
-	echo "| scenario | sessions | messages | seconds | msgs/s | ms/msg per session | DNS queries/msg | Redis cmds/msg | server CPU ms/msg | runs |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-	local r a b c d e f g h i j
-	for r in "${ROWS[@]}"; do
-		IFS='|' read -r a b c d e f g h i j <<<"$r"
-		echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j |"
-	done
+	md_table "scenario|sessions|messages|seconds|msgs/s|ms/msg per session|DNS queries/msg|Redis cmds/msg|server CPU ms/msg|runs" \
+		"---|---:|---:|---:|---:|---:|---:|---:|---:|---" "${ROWS[@]}"
 }
 print_table
 echo

@@ -1,4 +1,5 @@
-# Shared helpers for bench/load.sh, bench/idle.sh and bench/envelope.sh
+# Shared helpers for bench/load.sh, bench/idle.sh, bench/envelope.sh and
+# bench/content.sh
 # (sourced, not run). Everything listens on 127.0.0.1; every process
 # started here is recorded and killed by bench_cleanup (an EXIT trap).
 
@@ -282,4 +283,148 @@ stop_pid() {
 		sleep 0.1
 	done
 	kill -KILL "$pid" 2>/dev/null || true
+}
+
+# cpu_ticks PID...: user+system CPU the processes have used, in clock ticks.
+cpu_ticks() {
+	local pid t=0 f
+	for pid in "$@"; do
+		f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+		t=$((t + ${f% *} + ${f#* }))
+	done
+	echo "$t"
+}
+
+# per COUNT VALUES...: median of VALUES divided by COUNT, 2 decimals.
+per() {
+	local m=$1
+	shift
+	awk -v v="$(median "$@")" -v m="$m" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v / m }'
+}
+
+# ticks_ms COUNT TICKS...: median CPU ticks as ms per message.
+ticks_ms() {
+	local m=$1
+	shift
+	awk -v t="$(median "$@")" -v m="$m" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", t * 1000 / hz / m }'
+}
+
+# ms_per_msg SESSIONS SECONDS COUNT: latency, what one message costs one
+# session (sessions x seconds / messages), in ms.
+ms_per_msg() { awk -v s="$1" -v t="$2" -v m="$3" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", s * t * 1000 / m }'; }
+
+# ms_diff A B: A - B, 2 decimals
+ms_diff() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%+.2f", a - b }'; }
+
+# md_table HEADER ALIGN ROW...: a Markdown table; HEADER, ALIGN and each
+# ROW are cells joined by "|".
+md_table() {
+	local r
+	echo "| ${1//|/ | } |"
+	echo "|${2}|"
+	shift 2
+	for r in "$@"; do echo "| ${r//|/ | } |"; done
+}
+
+# start_dnsserver: bench/dnsserver (build_go_tool it first) serving
+# bench/dnsserver/bench.zone on 127.0.0.1, UDP and TCP; sets DNS_PORT,
+# DNS_OUT (its query counts, see dns_queries) and DNS_PID.
+start_dnsserver() {
+	DNS_PORT=$(free_port)
+	DNS_OUT=$BENCH_TMP/dns.out
+	"$BENCH_TMP/bin/dnsserver" -zone "$BENCH_DIR/dnsserver/bench.zone" -addr "127.0.0.1:$DNS_PORT" >"$DNS_OUT" 2>"$BENCH_TMP/dns.err" &
+	DNS_PID=$!
+	BG_PIDS+=("$DNS_PID")
+	for _ in $(seq 100); do grep -q serving "$BENCH_TMP/dns.err" && break; sleep 0.1; done
+	grep -q serving "$BENCH_TMP/dns.err" || die "dnsserver did not start: $(cat "$BENCH_TMP/dns.err")"
+	log "dnsserver (pid $DNS_PID) on 127.0.0.1:$DNS_PORT (udp, tcp)"
+}
+
+# dns_queries: the queries dnsserver has answered so far (it prints the
+# count on SIGUSR1).
+dns_queries() {
+	local n
+	n=$(grep -c '^queries' "$DNS_OUT" || true)
+	kill -USR1 "$DNS_PID"
+	for _ in $(seq 50); do
+		(($(grep -c '^queries' "$DNS_OUT" || true) > n)) && break
+		sleep 0.02
+	done
+	grep '^queries' "$DNS_OUT" | tail -n 1 | cut -d' ' -f2
+}
+
+# install_haraka "PKG@VERSION...": sets HARAKA_BIN and HARAKA_VERSIONS
+# (npm install of the packages into the temp dir unless HARAKA_DIR points
+# at an existing one, which must hold every one of them).
+install_haraka() {
+	local pkgs=$1 dir=${HARAKA_DIR:-$BENCH_TMP/haraka-npm} p missing=()
+	if [[ ! -f $dir/node_modules/Haraka/bin/haraka ]]; then
+		command -v npm >/dev/null || { log "npm not found"; return 1; }
+		[[ -z ${HARAKA_DIR:-} ]] || { log "HARAKA_DIR=$dir has no node_modules/Haraka"; return 1; }
+		log "npm install $pkgs (into $dir)"
+		mkdir -p "$dir"
+		echo '{"name": "mailgate-bench-haraka", "private": true}' >"$dir/package.json"
+		# shellcheck disable=SC2086
+		if ! (cd "$dir" && timeout 300 npm install --no-audit --no-fund --omit=optional $pkgs) >"$BENCH_TMP/npm.log" 2>&1; then
+			log "npm install failed:"
+			tail -20 "$BENCH_TMP/npm.log" >&2
+			return 1
+		fi
+	fi
+	for p in $pkgs; do
+		[[ -f $dir/node_modules/${p%@*}/package.json ]] || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		log "$dir lacks ${missing[*]}: (cd $dir && npm install --omit=optional ${missing[*]})"
+		return 1
+	fi
+	HARAKA_BIN=$dir/node_modules/Haraka/bin/haraka
+	HARAKA_VERSIONS=$(for p in $pkgs; do printf '%s@%s\n' "${p%@*}" "$(node -p "require('$dir/node_modules/${p%@*}/package.json').version")"; done | paste -sd' ')
+	log "Haraka in $dir: $HARAKA_VERSIONS; node $(node --version), ${HARAKA_NODES:-?} worker(s)"
+}
+
+# start_haraka SCENARIO CONFIG_FN "PKG@VERSION...": install_haraka the
+# packages, create an instance, let CONFIG_FN DIR PORT write its config,
+# start it and wait for its HARAKA_NODES workers and banner. Sets
+# PORT[SCENARIO], PIDS[SCENARIO] (master and workers) and LOGF[SCENARIO]:
+# associative arrays the caller declares.
+start_haraka() {
+	local scen=$1 config_fn=$2 pkgs=$3 d=$BENCH_TMP/haraka port pid w
+	install_haraka "$pkgs" || return 1
+	port=$(free_port)
+	node "$HARAKA_BIN" -i "$d" >"$BENCH_TMP/haraka-install.log" 2>&1 || { log "haraka -i failed: $(tail -3 "$BENCH_TMP/haraka-install.log")"; return 1; }
+	"$config_fn" "$d" "$port"
+	node "$HARAKA_BIN" -c "$d" >"$BENCH_TMP/haraka.log" 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	for _ in $(seq 300); do
+		(($(grep -c 'worker [0-9]* listening' "$BENCH_TMP/haraka.log" || true) >= HARAKA_NODES)) && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! wait_banner "$port" 5; then
+		log "Haraka did not answer on 127.0.0.1:$port; its log:"
+		tail -20 "$BENCH_TMP/haraka.log" >&2
+		return 1
+	fi
+	PIDS[$scen]=$pid
+	for w in $(ps -o pid= --ppid "$pid"); do
+		BG_PIDS+=("$w")
+		PIDS[$scen]+=" $w"
+	done
+	PORT[$scen]=$port LOGF[$scen]=$BENCH_TMP/haraka.log
+	log "Haraka (pids ${PIDS[$scen]}) on 127.0.0.1:$port relaying to 127.0.0.1:$SINK_PORT"
+}
+
+# runs SESSIONS COUNT SCENARIO...: REPEAT rounds, each calling the
+# script's timed_run SCENARIO SESSIONS COUNT ROUND for every scenario in
+# turn; the round's log line ends with the script's round_note, if any.
+runs() {
+	local s=$1 m=$2 i scen note=""
+	shift 2
+	for ((i = 1; i <= REPEAT; i++)); do
+		declare -F round_note >/dev/null && note=" ($(round_note))"
+		log "== round $i/$REPEAT: $s session(s), $m messages each$note"
+		for scen in "$@"; do timed_run "$scen" "$s" "$m" "$i"; done
+	done
 }
