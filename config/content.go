@@ -286,16 +286,16 @@ func (c *Config) validateContent(d *diag) {
 		seen := map[string]bool{}
 		for i, s := range k.Sign {
 			key := fmt.Sprintf("filters.dkim.sign[%d]", i)
-			s.Domain = strings.ToLower(strings.TrimSuffix(s.Domain, "."))
-			k.Sign[i].Domain = s.Domain
-			if !isDomainName(s.Domain) {
-				d.errorf(key+".domain", "%q is not a domain name", s.Domain)
+			if n, err := checkDomain(s.Domain, true); err != nil {
+				d.errorf(key+".domain", "%v", err)
+			} else {
+				s.Domain, k.Sign[i].Domain = n, n
 			}
 			if seen[s.Domain] {
 				d.errorf(key+".domain", "%s has two keys: give one per domain", s.Domain)
 			}
 			seen[s.Domain] = true
-			if !isDomainName(s.Selector) {
+			if !isSelector(s.Selector) {
 				d.errorf(key+".selector", "%q is not a valid selector", s.Selector)
 			}
 			if s.Key == "" {
@@ -317,20 +317,7 @@ func (c *Config) validateContent(d *diag) {
 		if len(s.Zones) == 0 {
 			d.errorf("filters.surbl.zones", "give at least one zone, e.g. multi.surbl.org")
 		}
-		for i, z := range s.Zones {
-			key := fmt.Sprintf("filters.surbl.zones[%d]", i)
-			if !isDomainName(strings.TrimSuffix(z.Zone, ".")) {
-				d.errorf(key+".zone", "%q is not a domain name", z.Zone)
-			}
-			for j, code := range z.Codes {
-				if err := checkCode(code); err != nil {
-					d.errorf(fmt.Sprintf("%s.codes[%d]", key, j), "%v", err)
-				}
-			}
-			if z.Mask < 0 || z.Mask > 255 {
-				d.errorf(key+".mask", "%d is out of range: want 0 to 255", z.Mask)
-			}
-		}
+		checkZones(d, "filters.surbl.zones", s.Zones)
 		if s.MaxDomains < 1 || s.MaxDomains > 1000 {
 			d.errorf("filters.surbl.max_domains", "%d is out of range: want 1 to 1000", s.MaxDomains)
 		}
@@ -432,9 +419,10 @@ func checkServiceAddress(a string) error {
 	return err
 }
 
-// isDomainName is a loose check of a DNS name (letters, digits, hyphens,
-// underscores and dots; no empty labels).
-func isDomainName(s string) bool {
+// isSelector checks a DKIM selector (RFC 6376 §3.1: dot-separated labels
+// of letters, digits and hyphens; all-numeric labels such as 20230601 are
+// common).
+func isSelector(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
 	}
@@ -443,7 +431,7 @@ func isDomainName(s string) bool {
 			return false
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
 				return false
 			}
 		}

@@ -170,28 +170,8 @@ func (c *Config) validateDNSBL(d *diag, b *DNSBL) {
 	if len(b.Zones) == 0 && len(b.AllowZones) == 0 {
 		d.errorf("filters.dnsbl.zones", "at least one zone is required (e.g. {zone: zen.spamhaus.org})")
 	}
-	zones := func(key string, list []DNSBLZone) {
-		for i := range list {
-			z := &list[i]
-			k := fmt.Sprintf("%s[%d]", key, i)
-			n, err := checkDomain(z.Zone, true)
-			if err != nil {
-				d.errorf(k+".zone", "%v", err)
-			} else {
-				z.Zone = n
-			}
-			for j, code := range z.Codes {
-				if err := checkCode(code); err != nil {
-					d.errorf(fmt.Sprintf("%s.codes[%d]", k, j), "%v", err)
-				}
-			}
-			if z.Mask < 0 || z.Mask > 255 {
-				d.errorf(k+".mask", "%d is out of range: want 1 to 255 (a bitmask on the answer's last octet)", z.Mask)
-			}
-		}
-	}
-	zones("filters.dnsbl.zones", b.Zones)
-	zones("filters.dnsbl.allow_zones", b.AllowZones)
+	checkZones(d, "filters.dnsbl.zones", b.Zones)
+	checkZones(d, "filters.dnsbl.allow_zones", b.AllowZones)
 	if b.Threshold <= 0 {
 		d.errorf("filters.dnsbl.threshold", "must be positive, got %g", b.Threshold)
 	}
@@ -200,6 +180,29 @@ func (c *Config) validateDNSBL(d *diag, b *DNSBL) {
 	}
 	checkEnum(d, "filters.dnsbl.reject_at", &b.RejectAt, dnsblRejectAts)
 	checkEnum(d, "filters.dnsbl.action", &b.Action, []string{"reject", "tempfail"})
+}
+
+// checkZones checks DNS list zones (DNSBL, DNSWL, SURBL): name, return
+// codes and mask.
+func checkZones(d *diag, key string, list []DNSBLZone) {
+	for i := range list {
+		z := &list[i]
+		k := fmt.Sprintf("%s[%d]", key, i)
+		n, err := checkDomain(z.Zone, true)
+		if err != nil {
+			d.errorf(k+".zone", "%v", err)
+		} else {
+			z.Zone = n
+		}
+		for j, code := range z.Codes {
+			if err := checkCode(code); err != nil {
+				d.errorf(fmt.Sprintf("%s.codes[%d]", k, j), "%v", err)
+			}
+		}
+		if z.Mask < 0 || z.Mask > 255 {
+			d.errorf(k+".mask", "%d is out of range: want 1 to 255 (a bitmask on the answer's last octet)", z.Mask)
+		}
+	}
 }
 
 // checkCode checks a DNSBL return code or range inside 127.0.0.0/8.
