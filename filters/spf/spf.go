@@ -163,35 +163,27 @@ type check struct {
 
 // Mail checks the sender, records the result and applies its action.
 func (f *Filter) Mail(ctx context.Context, s *pipeline.Session, t *pipeline.Transaction) pipeline.Verdict {
-	c := f.evaluate(ctx, s, t.From)
+	c, header := f.evaluate(ctx, s, t.From)
 	t.AuthResults = append(t.AuthResults, c.authResult())
-	t.AddHeaders = append([]string{f.header(s, t.From, c)}, t.AddHeaders...)
+	t.AddHeaders = append([]string{header}, t.AddHeaders...)
 	return f.verdict(c)
 }
 
-// evaluate is check, reusing an evaluation of the last resultTTL for the
-// same client address, HELO and sender. Temporary errors are never
-// reused.
-func (f *Filter) evaluate(ctx context.Context, s *pipeline.Session, from pipeline.Address) check {
+// evaluate is check with its Received-SPF field, reusing an evaluation
+// of the last resultTTL for the same client address, HELO and sender.
+// Temporary errors are never reused.
+func (f *Filter) evaluate(ctx context.Context, s *pipeline.Session, from pipeline.Address) (check, string) {
 	k := evalKey{ip: s.ClientIP(), helo: s.Helo, from: from.String()}
 	now := f.now()
 	if e, ok := f.recent.Get(k); ok && now.Before(e.expires) {
-		return e.c
+		return e.c, e.header
 	}
 	c := f.check(ctx, s, from)
+	header := f.receivedSPF(s, from, c)
 	if c.result != spf.TempError {
-		f.recent.Add(k, cached{c: c, header: f.receivedSPF(s, from, c), expires: now.Add(resultTTL)})
+		f.recent.Add(k, cached{c: c, header: header, expires: now.Add(resultTTL)})
 	}
-	return c
-}
-
-// header is the Received-SPF field of an evaluation, from the cache when
-// evaluate put it there.
-func (f *Filter) header(s *pipeline.Session, from pipeline.Address, c check) string {
-	if e, ok := f.recent.Peek(evalKey{ip: s.ClientIP(), helo: s.Helo, from: from.String()}); ok && e.c == c {
-		return e.header
-	}
-	return f.receivedSPF(s, from, c)
+	return c, header
 }
 
 func (f *Filter) check(ctx context.Context, s *pipeline.Session, from pipeline.Address) check {
