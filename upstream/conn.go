@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -57,7 +58,8 @@ func (e *Error) Timeout() bool {
 // Close (which aborts a call in progress).
 type Conn struct {
 	server   string
-	raw      *limitConn
+	raw      *limitConn // the TCP connection
+	wire     net.Conn   // what go-smtp's client reads and writes (raw, or TLS over it)
 	cl       *smtp.Client
 	tlsState *tls.ConnectionState
 	timeout  time.Duration
@@ -148,21 +150,57 @@ func (c *Conn) Data(ctx context.Context, msg io.Reader) error {
 		if err != nil {
 			return err
 		}
-		src := &srcReader{r: msg}
-		cw := &crlfWriter{w: &idleWriter{w: w, conn: c.raw, timeout: c.timeout}}
-		buf := copyBufs.Get().(*[]byte)
-		_, err = io.CopyBuffer(cw, src, *buf)
-		copyBufs.Put(buf)
-		if err == nil {
-			err = cw.flush()
+		// The message goes to the connection go-smtp writes to (after
+		// its DATA command, whose 354 it has read, its buffer is empty),
+		// encoded in bulk; only the final line end goes through its
+		// DotWriter, whose Close then ends the data with ".\r\n" and
+		// reads the reply.
+		raw := &idleWriter{w: c.wire, conn: c.raw, timeout: c.timeout}
+		b := dataBufs.Get().(*dataBuf)
+		defer dataBufs.Put(b)
+		var (
+			enc  dotEncoder
+			held bool // the CRLF the last chunk ended with is not sent yet
+		)
+		for {
+			n, rerr := msg.Read(b.in[:])
+			if n > 0 {
+				out := b.out[:0]
+				if held {
+					out = append(out, '\r', '\n')
+				}
+				out = enc.encode(out, b.in[:n])
+				held = bytes.HasSuffix(out, crlf)
+				if held {
+					out = out[:len(out)-2]
+				}
+				if len(out) > 0 {
+					if _, err := raw.Write(out); err != nil {
+						return err
+					}
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				// Never let a truncated message be terminated.
+				c.broken.Store(true)
+				c.raw.Close()
+				return fmt.Errorf("reading the message: %w", rerr)
+			}
 		}
-		if src.err != nil {
-			// Never let the DotWriter terminate a truncated message.
-			c.broken.Store(true)
-			c.raw.Close()
-			return fmt.Errorf("reading the message: %w", src.err)
+		out := b.out[:0]
+		if held {
+			out = append(out, '\r', '\n')
 		}
-		if err != nil {
+		out = enc.finish(out) // always ends with CRLF
+		if len(out) > 2 {
+			if _, err := raw.Write(out[:len(out)-2]); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(crlf); err != nil {
 			return err
 		}
 		resp, err := w.CloseWithResponse()
@@ -173,6 +211,18 @@ func (c *Conn) Data(ctx context.Context, msg io.Reader) error {
 		return nil
 	})
 }
+
+var crlf = []byte("\r\n")
+
+// dataBuf is Data's read buffer and the buffer it encodes into (at most
+// twice as long: a bare LF becomes CRLF, a leading dot two).
+type dataBuf struct {
+	in  [32 << 10]byte
+	out [64<<10 + 4]byte
+}
+
+// dataBufs avoids allocating Data's buffers per message.
+var dataBufs = sync.Pool{New: func() any { return new(dataBuf) }}
 
 // Reset sends RSET, aborting the current transaction.
 //
@@ -305,21 +355,3 @@ func checkLine(s string) error {
 	}
 	return nil
 }
-
-// srcReader remembers an error reading the message (as opposed to writing
-// it upstream).
-type srcReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *srcReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
-	}
-	return n, err
-}
-
-// copyBufs avoids a 32 KB allocation per message in Data.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

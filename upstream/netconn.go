@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -152,75 +153,84 @@ func (c *greetedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// crlfWriter turns every bare CR into CRLF on its way to go-smtp's
-// DotWriter (which already turns bare LF into CRLF but passes bare CR
-// through). With both, the upstream only ever sees CRLF line endings and
-// correct dot-stuffing, so an end-of-data look-alike such as "\r.\r" can
-// never end the message early on an upstream vulnerable to SMTP smuggling.
-// For input that is already CRLF-normalised it changes nothing.
-type crlfWriter struct {
-	w         io.Writer
-	pendingCR bool
+// dotEncoder is the DATA phase's encoder: every bare CR and every bare
+// LF becomes CRLF, and a line that starts with "." gets another one (RFC
+// 5321 §4.5.2). With both, the upstream only ever sees CRLF line endings
+// and correct dot-stuffing, so an end-of-data look-alike such as "\r.\r"
+// can never end the message early on an upstream vulnerable to SMTP
+// smuggling. It does in bulk what go-smtp's textproto DotWriter does a
+// byte at a time through a 4 KB buffer (a fifth of the plain relay's CPU
+// when it did): lines are found with IndexByte and a chunk is encoded
+// into one buffer, written in one call.
+type dotEncoder struct {
+	midLine   bool // the last byte encoded was not a line end
+	pendingCR bool // a CR ended the last input: it is bare unless LF follows
+	started   bool // anything was encoded
 }
 
-var crlf = []byte("\r\n")
-
-func (c *crlfWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if c.pendingCR {
-		// A CR ended the previous write: it is bare unless p starts
-		// with LF.
-		c.pendingCR = false
-		if len(p) > 0 && p[0] == '\n' {
-			p = p[1:]
-		}
-		if _, err := c.w.Write(crlf); err != nil {
-			return 0, err
-		}
+// encode appends src's encoding to dst.
+func (e *dotEncoder) encode(dst, src []byte) []byte {
+	if len(src) > 0 {
+		e.started = true
 	}
-	// Already-normalised input goes through in one write: only a bare CR
-	// splits it.
-	start := 0
-	for i := 0; i < len(p); i++ {
-		if p[i] != '\r' {
-			continue
+	for len(src) > 0 {
+		if e.pendingCR {
+			e.pendingCR = false
+			dst = append(dst, '\r', '\n')
+			e.midLine = false
+			if src[0] == '\n' {
+				src = src[1:]
+				continue
+			}
 		}
-		if i+1 < len(p) && p[i+1] == '\n' {
-			i++
-			continue
+		if !e.midLine && src[0] == '.' {
+			dst = append(dst, '.')
 		}
-		if _, err := c.w.Write(p[start:i]); err != nil {
-			return n - len(p) + start, err
+		i := lineEnd(src)
+		if i > 0 {
+			dst = append(dst, src[:i]...)
+			e.midLine = true
 		}
-		start = i + 1
-		if i+1 == len(p) {
-			c.pendingCR = true // maybe the next write starts with LF
-			return n, nil
+		if i == len(src) {
+			break
 		}
-		if _, err := c.w.Write(crlf); err != nil {
-			return n - len(p) + start, err
+		if src[i] == '\n' {
+			dst = append(dst, '\r', '\n')
+			e.midLine = false
+		} else {
+			e.pendingCR = true
 		}
+		src = src[i+1:]
 	}
-	if start < len(p) {
-		if _, err := c.w.Write(p[start:]); err != nil {
-			return n - len(p) + start, err
-		}
-	}
-	return n, nil
+	return dst
 }
 
-// flush writes a CR held back at the end of the message.
-func (c *crlfWriter) flush() error {
-	if !c.pendingCR {
-		return nil
+// finish appends what ends the message: the line end a pending CR stands
+// for, or the CRLF a message that does not end with one lacks (go-smtp's
+// DotWriter adds one too; an empty message becomes one empty line, as
+// it does there). The message then always ends with CRLF.
+func (e *dotEncoder) finish(dst []byte) []byte {
+	if e.pendingCR || e.midLine || !e.started {
+		dst = append(dst, '\r', '\n')
 	}
-	c.pendingCR = false
-	_, err := c.w.Write(crlf)
-	return err
+	e.pendingCR, e.midLine = false, false
+	return dst
 }
 
-// idleWriter refreshes the write deadline before each write (a copy
-// chunk: crlfWriter passes normalised input through whole), so a message
+// lineEnd is the index of the first CR or LF in b, or len(b).
+func lineEnd(b []byte) int {
+	n := bytes.IndexByte(b, '\n')
+	if n < 0 {
+		n = len(b)
+	}
+	if r := bytes.IndexByte(b[:n], '\r'); r >= 0 {
+		return r
+	}
+	return n
+}
+
+// idleWriter refreshes the write deadline before each write (an encoded
+// chunk of the message), so a message
 // body may take as long as it needs while the upstream keeps reading, but
 // a stalled upstream fails after timeout (always within the call's limit).
 type idleWriter struct {

@@ -381,6 +381,7 @@ func (r *Relay) open(ctx context.Context, s *server) (conn *Conn, err error) {
 	c := &Conn{
 		server:   s.cfg.Address,
 		raw:      lc,
+		wire:     smtpConn,
 		cl:       cl,
 		tlsState: tlsState,
 		timeout:  r.commandTimeout,

@@ -2,12 +2,14 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -511,14 +513,14 @@ func TestSTARTTLSVerified(t *testing.T) {
 	if ok, _ := c.EHLOExtension("STARTTLS"); ok {
 		t.Error("extensions are from the plaintext EHLO")
 	}
-	if err := send(t, c, "a@example.org", []string{"b@example.com"}, "x\r\n"); err != nil {
+	if err := send(t, c, "a@example.org", []string{"b@example.com"}, tlsBody); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err := rec.WaitMessages(1, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !msgs[0].TLS || msgs[0].Helo != helo {
+	if !msgs[0].TLS || msgs[0].Helo != helo || string(msgs[0].Data) != tlsBody {
 		t.Errorf("message %+v", msgs[0])
 	}
 	if n := tr.count("C: EHLO " + helo); n != 2 {
@@ -618,6 +620,10 @@ func TestSTARTTLSResponseInjection(t *testing.T) {
 	}
 }
 
+// tlsBody is sent over TLS: the message goes to the TLS connection, not
+// the TCP one under it, dot lines included.
+var tlsBody = "Subject: tls\r\n\r\n" + strings.Repeat(".a dotted line\r\nand a plain one\r\n", 3000)
+
 func TestImplicitTLS(t *testing.T) {
 	env := newTLSEnv(t)
 	rec, _ := startRec(t, recorder.Options{TLSConfig: env.pki.ServerTLSConfig(), ImplicitTLS: true})
@@ -625,11 +631,11 @@ func TestImplicitTLS(t *testing.T) {
 	if _, ok := c.TLSState(); !ok {
 		t.Fatal("no TLS")
 	}
-	if err := send(t, c, "a@example.org", []string{"b@example.com"}, "x\r\n"); err != nil {
+	if err := send(t, c, "a@example.org", []string{"b@example.com"}, tlsBody); err != nil {
 		t.Fatal(err)
 	}
 	msgs, _ := rec.WaitMessages(1, 2*time.Second)
-	if len(msgs) != 1 || !msgs[0].TLS || msgs[0].Helo != helo {
+	if len(msgs) != 1 || !msgs[0].TLS || msgs[0].Helo != helo || string(msgs[0].Data) != tlsBody {
 		t.Errorf("messages %+v", msgs)
 	}
 }
@@ -927,42 +933,43 @@ func TestReplyFor(t *testing.T) {
 	}
 }
 
-func TestCRLFWriter(t *testing.T) {
+func TestDotEncoder(t *testing.T) {
 	for in, want := range map[string]string{
-		"a\r\nb":       "a\r\nb",
-		"a\rb":         "a\r\nb",
-		"a\r":          "a\r\n",
-		"\r\r\n":       "\r\n\r\n",
-		"a\nb":         "a\nb", // LF is the DotWriter's job
-		"x\r.\r\ny\r.": "x\r\n.\r\ny\r\n.",
+		"":              "\r\n",
+		"a\r\nb":        "a\r\nb\r\n",
+		"a\r\n":         "a\r\n",
+		"a\rb":          "a\r\nb\r\n",
+		"a\r":           "a\r\n",
+		"\r\r\n":        "\r\n\r\n",
+		"a\nb":          "a\r\nb\r\n",
+		".a\r\n..\r\n.": "..a\r\n...\r\n..\r\n",
+		"x\r.\r\ny\r.":  "x\r\n..\r\ny\r\n..\r\n",
+		"x\n.\n":        "x\r\n..\r\n",
+		"a.b\r\n \r\n.": "a.b\r\n \r\n..\r\n",
 	} {
-		// byte by byte, to cross every chunk boundary
-		var b strings.Builder
-		w := &crlfWriter{w: &b}
-		for i := 0; i < len(in); i++ {
-			if n, err := w.Write([]byte{in[i]}); n != 1 || err != nil {
-				t.Fatalf("Write: %d %v", n, err)
-			}
+		if got := encodeInSteps(in, 1); got != want {
+			t.Errorf("%q byte by byte → %q, want %q", in, got, want)
 		}
-		w.flush()
-		if b.String() != want {
-			t.Errorf("%q → %q, want %q", in, b.String(), want)
-		}
-		b.Reset()
-		w = &crlfWriter{w: &b}
-		if n, _ := w.Write([]byte(in)); n != len(in) {
-			t.Errorf("Write(%q) = %d", in, n)
-		}
-		w.flush()
-		if b.String() != want {
-			t.Errorf("%q → %q, want %q (one write)", in, b.String(), want)
+		if got := encodeInSteps(in, len(in)+1); got != want {
+			t.Errorf("%q in one piece → %q, want %q", in, got, want)
 		}
 	}
 }
 
-// refCRLF is the specification of crlfWriter: every CR not followed by LF
-// becomes CRLF.
-func refCRLF(in string) string {
+func encodeInSteps(in string, step int) string {
+	var e dotEncoder
+	var out []byte
+	for i := 0; i < len(in); i += step {
+		out = e.encode(out, []byte(in[i:min(i+step, len(in))]))
+	}
+	return string(e.finish(out))
+}
+
+// refDATA is the specification of dotEncoder: what go-smtp's DotWriter
+// sends for the message once every CR not followed by LF is made CRLF
+// (DotWriter makes bare LFs CRLF, stuffs leading dots and ends the
+// message with a line end), without the final ".\r\n".
+func refDATA(in string) string {
 	var b strings.Builder
 	for i := 0; i < len(in); i++ {
 		b.WriteByte(in[i])
@@ -970,29 +977,25 @@ func refCRLF(in string) string {
 			b.WriteByte('\n')
 		}
 	}
-	return b.String()
+	var out bytes.Buffer
+	bw := bufio.NewWriter(&out)
+	dw := textproto.NewWriter(bw).DotWriter()
+	io.WriteString(dw, b.String())
+	dw.Close()
+	return strings.TrimSuffix(out.String(), ".\r\n")
 }
 
-// FuzzCRLFWriter: any input, cut into writes anywhere, comes out as the
-// specification says.
-func FuzzCRLFWriter(f *testing.F) {
+// FuzzDotEncoder: any input, cut into pieces anywhere, is encoded as
+// go-smtp's DotWriter would send it.
+func FuzzDotEncoder(f *testing.F) {
 	f.Add("a\r\nb\rc\r", uint8(3))
 	f.Add("\r\r\n\r", uint8(1))
+	f.Add(".\n.\r.\r\n.", uint8(2))
+	f.Add("", uint8(0))
 	f.Fuzz(func(t *testing.T, in string, cut uint8) {
-		var b strings.Builder
-		w := &crlfWriter{w: &b}
 		step := int(cut)%7 + 1
-		for i := 0; i < len(in); i += step {
-			chunk := in[i:min(i+step, len(in))]
-			if n, err := w.Write([]byte(chunk)); n != len(chunk) || err != nil {
-				t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
-			}
-		}
-		if err := w.flush(); err != nil {
-			t.Fatal(err)
-		}
-		if want := refCRLF(in); b.String() != want {
-			t.Fatalf("%q (cut %d) → %q, want %q", in, step, b.String(), want)
+		if got, want := encodeInSteps(in, step), refDATA(in); got != want {
+			t.Fatalf("%q (cut %d) → %q, want %q", in, step, got, want)
 		}
 	})
 }
@@ -1005,17 +1008,35 @@ type countingWriter struct {
 
 func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.Builder.Write(p) }
 
-// Normalised input is passed on in one write, not one per line: the
-// write deadline is refreshed per chunk, and that was a tenth of the
+// A message goes upstream in 32 KB writes, not one per line or per 4 KB:
+// the write deadline is refreshed per write, and that was a tenth of the
 // relay's CPU when it was per line.
-func TestCRLFWriterWholeChunks(t *testing.T) {
-	var c countingWriter
-	w := &crlfWriter{w: &c}
-	in := strings.Repeat("a line of the message\r\n", 1000)
-	if n, err := w.Write([]byte(in)); n != len(in) || err != nil {
-		t.Fatal(n, err)
+func TestDataWholeChunks(t *testing.T) {
+	rec, _ := startRec(t, recorder.Options{})
+	c := open(t, newRelay(t, upCfg(plain(rec.Addr()))))
+	var cw countingWriter
+	c.wire = &countingConn{Conn: c.wire, w: &cw}
+	body := "Subject: x\r\n\r\n" + strings.Repeat("a line of the message, of 40 bytes....\r\n", 8000) // 320 KB
+	if err := send(t, c, "a@example.org", []string{"b@example.com"}, body); err != nil {
+		t.Fatal(err)
 	}
-	if c.writes != 1 || c.String() != in {
-		t.Errorf("%d writes for CRLF input, want 1", c.writes)
+	c.Close()
+	rec.Close()
+	if msgs := rec.Messages(); len(msgs) != 1 || string(msgs[0].Data) != body {
+		t.Fatalf("upstream got %d messages", len(msgs))
 	}
+	if max := len(body)/(32<<10) + 2; cw.writes > max {
+		t.Errorf("%d writes for %d bytes, want at most %d", cw.writes, len(body), max)
+	}
+}
+
+// countingConn counts the writes made to a connection.
+type countingConn struct {
+	net.Conn
+	w *countingWriter
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.w.writes++
+	return c.Conn.Write(p)
 }
