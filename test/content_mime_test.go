@@ -158,6 +158,15 @@ func TestMIMEContentRules(t *testing.T) {
 		"Message refused by content policy", "hdr@example.net")
 	stateDecision(t, g, "127.0.3.5", "content", "deny_headers[0]")
 
+	// With no attachments filter, attachments are read for their header
+	// only (filters.mime): the text part beside one is still read.
+	msg = mimeMessage("att@example.net", "Please make the wire transfer, it is urgent.", "doc.pdf", "application/pdf", mimePDF)
+	mimeRefused(t, up, "deny_body beside an attachment", mimeSend(t, "127.0.3.9", addr, "att@example.net", msg), 554, "5.7.1",
+		"Message refused by content policy", "att@example.net")
+	if r := stateDecision(t, g, "127.0.3.9", "content", "deny_body[0]")["reason"].(string); !strings.Contains(r, "line 1 of part 1") {
+		t.Errorf("decision reason %q", r)
+	}
+
 	mimeDelivered(t, up, "clean", mimeSend(t, "127.0.3.5", addr, "clean@example.net", testMessage), "clean@example.net")
 	stateTotal(t, up, 1)
 }

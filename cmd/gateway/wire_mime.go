@@ -20,6 +20,10 @@ func wireMIME(c *config.Config, d deps) (wired, error) {
 			MaxParts:      m.MaxParts,
 			MaxHeaderSize: int64(m.MaxHeaderSize),
 			MaxParseSize:  int64(m.MaxParseSize),
+			// Only the attachments filter reads attachments' bytes (their
+			// detected type, the archives inside): clamd and spamd read
+			// the raw message, SURBL and body rules the text parts.
+			SkipAttachmentContent: !readsAttachments(c.Filters.Attachments),
 		},
 		Malformed: m.Malformed,
 	})
@@ -27,4 +31,10 @@ func wireMIME(c *config.Config, d deps) (wired, error) {
 		return wired{}, err
 	}
 	return wired{Filter: f, Mode: config.ModeEnforce}, nil
+}
+
+// readsAttachments says whether the attachments filter needs the bytes of
+// attachments: for detected types and archives, not for file names.
+func readsAttachments(a *config.Attachments) bool {
+	return a != nil && (len(a.DenyTypes) > 0 || a.ScanArchives == nil || *a.ScanArchives)
 }

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
@@ -189,7 +190,12 @@ type sigTags struct {
 // the field before it, the field name trimmed of white space and compared
 // case-insensitively), so that the i-th result is the i-th verification.
 func signatureTags(r io.Reader, max int) ([]sigTags, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		headerReaders.Put(br)
+	}()
 	var (
 		out     []sigTags
 		current *strings.Builder // the signature field being collected
@@ -237,6 +243,10 @@ func signatureTags(r io.Reader, max int) ([]sigTags, error) {
 	}
 	return out, nil
 }
+
+// headerReaders spares a 64 KB allocation per message: only the header
+// is read, but one field may be long.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 
 // tag returns the value of a tag of a tag=value list (RFC 6376 §3.2),
 // whitespace removed, or "" when it is missing.

@@ -42,5 +42,24 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("part at depth %d", p.Depth)
 			}
 		}
+		// Reading attachments for their header only changes no text
+		// part of a message that parses cleanly.
+		lim := fuzzLimits
+		lim.SkipAttachmentContent = true
+		light, err := Parse(bytes.NewReader(data), int64(len(data)), lim)
+		if err != nil {
+			t.Fatalf("error on a bytes.Reader (attachments skipped): %v", err)
+		}
+		if m.Malformed != "" || m.Skipped {
+			return
+		}
+		if len(light.Parts) != len(m.Parts) {
+			t.Fatalf("%d parts with attachments skipped, %d without", len(light.Parts), len(m.Parts))
+		}
+		for i, p := range m.Parts {
+			if p.Text && !bytes.Equal(light.Parts[i].Content, p.Content) {
+				t.Fatalf("text part %d differs with attachments skipped", i)
+			}
+		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jhillyerd/enmime/v2"
 )
@@ -68,6 +69,7 @@ func Parse(r io.Reader, size int64, lim Limits) (*Message, error) {
 	}
 	m := &Message{}
 	lr := newLineReader(ra)
+	defer lr.release()
 	top, err := readTopHeader(lr, lim.MaxHeaderSize)
 	if err != nil {
 		return nil, err
@@ -94,11 +96,23 @@ func Parse(r io.Reader, size int64, lim Limits) (*Message, error) {
 			return m, nil
 		}
 		for _, l := range res.leaves {
-			hdr := at(l.hdrStart, l.hdrEnd-l.hdrStart)
-			if l.noSeparator {
-				hdr = io.MultiReader(hdr, strings.NewReader("\r\n"))
+			hdr := func() io.Reader {
+				h := at(l.hdrStart, l.hdrEnd-l.hdrStart)
+				if l.noSeparator {
+					h = io.MultiReader(h, strings.NewReader("\r\n"))
+				}
+				return h
 			}
-			if err := w.decode(io.MultiReader(hdr, at(l.bodyStart, l.bodyEnd-l.bodyStart)), l.depth); err != nil {
+			if lim.SkipAttachmentContent {
+				done, err := w.headerOnly(hdr(), l.depth)
+				if err != nil {
+					return nil, err
+				}
+				if done {
+					continue
+				}
+			}
+			if err := w.decode(io.MultiReader(hdr(), at(l.bodyStart, l.bodyEnd-l.bodyStart)), l.depth); err != nil {
 				return nil, err
 			}
 		}
@@ -159,7 +173,9 @@ func readParts(r io.Reader) (root *enmime.Part, err error) {
 
 // headerOnly is the parse of a message too large to parse: its header.
 func headerOnly(r io.Reader, lim Limits) (*Message, error) {
-	top, err := readTopHeader(newLineReader(r), lim.MaxHeaderSize)
+	lr := newLineReader(r)
+	defer lr.release()
+	top, err := readTopHeader(lr, lim.MaxHeaderSize)
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +187,21 @@ func headerOnly(r io.Reader, lim Limits) (*Message, error) {
 }
 
 func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, 32<<10)}
+	br := lineBufs.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &lineReader{br: br}
 }
+
+// release returns the reader's buffer for the next message: a 32 KB
+// allocation per message otherwise. Nothing read may be used after it
+// (lines are copied out of it: textLine.head is lineReader.buf).
+func (l *lineReader) release() {
+	l.br.Reset(nil)
+	lineBufs.Put(l.br)
+	l.br = nil
+}
+
+var lineBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
 
 // topHeader is the message's own header section.
 type topHeader struct {
@@ -296,6 +325,28 @@ func (w *walker) decode(r io.Reader, depth int) error {
 	}
 	w.walk(root, depth)
 	return nil
+}
+
+// headerOnly adds the leaf part whose header r is without its content,
+// unless the part is text or an attached message (whose content is read)
+// or its header cannot be read alone: then it reports false and adds
+// nothing.
+func (w *walker) headerOnly(r io.Reader, depth int) (bool, error) {
+	er := &errReader{r: r}
+	root, err := readParts(er)
+	if er.err != nil {
+		return false, er.err
+	}
+	if err != nil || root == nil || root.FirstChild != nil {
+		return false, nil
+	}
+	p := leaf(root, depth)
+	if p.Text || p.ContentType == "message/rfc822" || strings.HasPrefix(p.ContentType, "multipart/") {
+		return false, nil
+	}
+	p.Content, p.Detected = nil, ""
+	w.parts = append(w.parts, p)
+	return true, nil
 }
 
 func (w *walker) walk(p *enmime.Part, depth int) {

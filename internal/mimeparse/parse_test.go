@@ -328,3 +328,49 @@ func TestDetect(t *testing.T) {
 		}
 	}
 }
+
+// TestSkipAttachmentContent parses every testdata message both ways:
+// with SkipAttachmentContent the parts are the same, text parts and
+// attached messages still decoded, and only the content of the other
+// parts of a multipart message is left out.
+func TestSkipAttachmentContent(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.msg")
+	skippedSome := false
+	for _, f := range files {
+		data := loadMsg(t, f)
+		full, err := Parse(bytes.NewReader(data), int64(len(data)), testLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := testLimits
+		lim.SkipAttachmentContent = true
+		light, err := Parse(bytes.NewReader(data), int64(len(data)), lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if full.Malformed != "" || full.Skipped {
+			continue // what a damaged part does to the parts is TestData's
+		}
+		if light.Malformed != "" || len(light.Parts) != len(full.Parts) {
+			t.Errorf("%s: %d parts, malformed %q; want %d parts", f, len(light.Parts), light.Malformed, len(full.Parts))
+			continue
+		}
+		multipart := strings.HasPrefix(full.Parts[0].ContentType, "multipart/") || len(full.Parts) > 1 || full.Parts[0].Depth > 0
+		for i, want := range full.Parts {
+			got := light.Parts[i]
+			if !want.Text && want.ContentType != "message/rfc822" && multipart {
+				if got.Content != nil || got.Detected != "" {
+					t.Errorf("%s part %d (%s): content %d bytes, detected %q: want none", f, i, want.ContentType, len(got.Content), got.Detected)
+				}
+				skippedSome = true
+				want.Content, want.Detected = nil, ""
+			}
+			if render(&Message{Parts: []Part{got}}) != render(&Message{Parts: []Part{want}}) {
+				t.Errorf("%s part %d:\n%s\nwant\n%s", f, i, render(&Message{Parts: []Part{got}}), render(&Message{Parts: []Part{want}}))
+			}
+		}
+	}
+	if !skippedSome {
+		t.Error("no testdata message has an attachment to skip")
+	}
+}

@@ -13,6 +13,13 @@ type Limits struct {
 	MaxParts      int   // most parts in all
 	MaxHeaderSize int64 // largest header section (message or part)
 	MaxParseSize  int64 // larger messages are not parsed (Message.Skipped)
+	// SkipAttachmentContent: in a multipart message, a part that is
+	// neither text (Part.Text) nor an attached message is read for its
+	// header only; its Content is nil and Detected empty, and damage to
+	// its encoding goes unnoticed. For when only text parts are read
+	// (SURBL, body rules): decoding a 200 KB attachment costs more than
+	// the rest of the parse.
+	SkipAttachmentContent bool
 }
 
 // Message is the parsed form content filters read. It is plain data, so
