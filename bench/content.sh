@@ -42,6 +42,13 @@
 #   GATEWAY_BIN=path               gateway binary (default: build ./cmd/gateway)
 #   LOAD_MAX=3 LOAD_WAIT=60        wait up to LOAD_WAIT s for the 1-minute
 #                                  load average to fall to LOAD_MAX first
+#   CLAMD_CPUS=list                pin clamd to these CPUs (taskset -c, e.g. 1)
+#                                  and everything else (gateway, Haraka,
+#                                  clients, sink, DNS) to the others: clamd
+#                                  gets the same CPUs in every scenario, so
+#                                  "is clamd the bottleneck" is measured,
+#                                  not which process wins the CPUs
+#   OTHER_CPUS=list                the others' CPUs (default: the rest)
 #   BENCH_SAVE=1                   also write bench/results-content-<date>.md
 #   BENCH_MAX_SECONDS=600          watchdog for the whole script
 #   BENCH_KEEP_TMP=1               keep the temp dir (logs, configs)
@@ -63,7 +70,8 @@ CLAMD_THREADS=${CLAMD_THREADS:-12}
 CLAMD_CONNS=${CLAMD_CONNS:-$CLAMD_THREADS}
 CLAMD_BIN=${CLAMD_BIN:-/usr/sbin/clamd}
 HARAKA_PKGS=${HARAKA_PKGS:-Haraka@3.3.4 haraka-plugin-clamd@1.0.6 haraka-plugin-dkim@1.3.1 haraka-plugin-uribl@2.0.0 haraka-plugin-spf@1.3.0}
-HARAKA_NODES=${HARAKA_NODES:-$(nproc)}
+NCPU=$(nproc) # before any pinning below
+HARAKA_NODES=${HARAKA_NODES:-$NCPU}
 HARAKA_NODELAY=${HARAKA_NODELAY:-0}
 LOAD_MAX=${LOAD_MAX:-3}
 LOAD_WAIT=${LOAD_WAIT:-60}
@@ -73,6 +81,19 @@ HELO=source.example.net # 127.0.0.1's PTR name (bench/dnsserver/bench.zone)
 SURBL_ZONE=surbl.bench.test
 
 [[ -x $SMTP_SINK ]] || die "need $SMTP_SINK (apt-get install postfix)"
+CPU_NOTE=""
+if [[ -n ${CLAMD_CPUS:-} ]]; then
+	command -v taskset >/dev/null || die "CLAMD_CPUS needs taskset (util-linux)"
+	if [[ -z ${OTHER_CPUS:-} ]]; then
+		OTHER_CPUS=$(python3 -c 'import os,sys; c=set(); [c.update(range(int(a), int(b or a)+1)) for a,_,b in (r.partition("-") for r in sys.argv[1].split(","))]; print(",".join(str(i) for i in sorted(os.sched_getaffinity(0)-c)))' "$CLAMD_CPUS")
+		[[ -n $OTHER_CPUS ]] || die "CLAMD_CPUS=$CLAMD_CPUS leaves no CPU for the rest: set OTHER_CPUS"
+	fi
+	# This shell and all it starts from now on (the gateway, Haraka,
+	# the clients, the sink) run on OTHER_CPUS; clamd is started on
+	# CLAMD_CPUS below.
+	taskset -pc "$OTHER_CPUS" $$ >/dev/null || die "taskset -pc $OTHER_CPUS failed"
+	CPU_NOTE=", clamd pinned to CPU(s) $CLAMD_CPUS and everything else to $OTHER_CPUS"
+fi
 [[ -x $CLAMD_BIN ]] || CLAMD_BIN=$(command -v clamd) || die "need clamd (apt-get install clamav-daemon)"
 bench_init content "${BENCH_MAX_SECONDS:-600}"
 raise_nofile 65536
@@ -131,7 +152,7 @@ LogSyslog no
 LogTime yes
 ConcurrentDatabaseReload no
 EOF
-"$CLAMD_BIN" --config-file="$BENCH_TMP/clamd/clamd.conf" >"$BENCH_TMP/clamd.log" 2>&1 &
+${CLAMD_CPUS:+taskset -c "$CLAMD_CPUS"} "$CLAMD_BIN" --config-file="$BENCH_TMP/clamd/clamd.conf" >"$BENCH_TMP/clamd.log" 2>&1 &
 CLAMD_PID=$!
 BG_PIDS+=("$CLAMD_PID")
 clamd_ping() { timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$CLAMD_PORT && printf 'zPING\0' >&3 && IFS= read -r -d '' r <&3 && [[ \$r == PONG ]]" 2>/dev/null; }
@@ -363,7 +384,7 @@ timed_run() {
 	# others: the share of the machine's CPUs that processes outside this
 	# benchmark (other users, the system) used during the run
 	others=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v c="$(result "$logf" cpu_ms)" \
-		-v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" -v n="$(nproc)" \
+		-v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" -v n="$NCPU" \
 		'BEGIN { x = (b - o - c * hz / 1000) / ((t1 - t0) * hz * n) * 100; printf "%.0f", x < 0 ? 0 : x }')
 	secs=$(result "$logf" seconds) fails=$(result "$logf" failures)
 	if ((rc != 0)) || [[ -z $secs || $fails != 0 ]]; then
@@ -507,7 +528,7 @@ if [[ -n ${GW_BIN:-} ]]; then
 		GW_DESC="gateway built from $rev"
 	fi
 fi
-HEAD="Results (median of $REPEAT runs): mix $MIX (attachment $ATTACH_SIZE bytes), new connection per message, $(nproc) CPUs, clamd MaxThreads $CLAMD_THREADS (gateway clamav.connections $CLAMD_CONNS), Haraka ${HARAKA_NODES} worker(s)$( ((HARAKA_NODELAY)) && echo ", Nagle off" || true); load average $LOAD_START at the start, $LOAD_END at the end"
+HEAD="Results (median of $REPEAT runs): mix $MIX (attachment $ATTACH_SIZE bytes), new connection per message, $NCPU CPUs$CPU_NOTE, clamd MaxThreads $CLAMD_THREADS (gateway clamav.connections $CLAMD_CONNS), Haraka ${HARAKA_NODES} worker(s)$( ((HARAKA_NODELAY)) && echo ", Nagle off" || true); load average $LOAD_START at the start, $LOAD_END at the end"
 echo
 echo "$HEAD"
 echo
