@@ -546,6 +546,9 @@ func (c *conn) data(arg string) bool {
 	c.dr.hard = time.Now().Add(c.cfg.DataTimeout)
 	msg := spool.New(c.cfg.SpoolThreshold, c.cfg.MaxMessageSize, c.cfg.SpoolDir)
 	res, err := readData(c.rd, msg)
+	if err == nil {
+		err = msg.Flush() // a full disk is heard of now, not by a filter
+	}
 	c.dr.hard = time.Time{}
 	if err != nil {
 		_ = msg.Close()
