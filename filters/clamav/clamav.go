@@ -177,3 +177,7 @@ func (f *Filter) Ping(ctx context.Context) error { return f.clamd.Ping(ctx) }
 
 // Ensure the filter implements the stage it runs at.
 var _ pipeline.DataFilter = (*Filter)(nil)
+
+// Close ends the client's idle sessions with clamd (a reload's old
+// generation, shutdown).
+func (f *Filter) Close() error { return f.clamd.Close() }

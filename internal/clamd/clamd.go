@@ -23,6 +23,14 @@
 // at most Connections scans run at once: the rest wait for a slot within
 // their deadline. The library still serves PING and VERSION, which are
 // one short command each (see Ping).
+//
+// Scans reuse their connections through clamd's session mode
+// (zIDSESSION, one request at a time), not a dial and an accept per
+// message: after an OK or FOUND reply a session goes back to a pool of
+// at most Connections, after any error it is closed. A session idle past
+// MaxIdle, or found closed by clamd, is not reused; if one breaks before
+// clamd replies (a restart), the scan starts over once on a new
+// connection (see Scan). Close ends the idle sessions.
 package clamd
 
 import (
@@ -34,6 +42,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,11 +89,21 @@ type Client struct {
 	// slots is the semaphore of concurrent scans.
 	slots chan struct{}
 	bufs  sync.Pool
+
+	// Set by New; tests change them.
+	dial      func(ctx context.Context, network, address string) (net.Conn, error)
+	maxIdle   time.Duration // MaxIdle
+	checkIdle bool          // look at an idle session before reusing it (idleOpen)
+
+	mu     sync.Mutex
+	idle   []*session // the pool, most recently used last
+	closed bool       // Close was called: no more pooling
 }
 
 // New returns a client for clamd at address (unix:/path, tcp:host:port or
 // host:port) that runs at most connections scans at once (0: the
-// default). It does not connect: clamd may start after the gateway.
+// default), and keeps up to that many sessions open between scans. It
+// does not connect: clamd may start after the gateway.
 func New(address string, connections int) (*Client, error) {
 	network, addr, err := ParseAddress(address)
 	if err != nil {
@@ -96,10 +115,18 @@ func New(address string, connections int) (*Client, error) {
 	if connections < 0 {
 		return nil, fmt.Errorf("clamd: %d connections", connections)
 	}
-	c := &Client{network: network, address: addr, slots: make(chan struct{}, connections)}
-	c.bufs.New = func() any { b := make([]byte, 4+ChunkSize); return &b }
+	var d net.Dialer
+	c := &Client{network: network, address: addr, slots: make(chan struct{}, connections),
+		dial: d.DialContext, maxIdle: MaxIdle, checkIdle: true}
+	// Room for the commands, a chunk with its length, and the end of
+	// stream mark: each write is one slice of it (see instream).
+	c.bufs.New = func() any { b := make([]byte, chunkAt+ChunkSize+4); return &b }
 	return c, nil
 }
+
+// chunkAt is where a chunk's bytes go in a write buffer: after the
+// longest command and the chunk's length.
+var chunkAt = len(cmdSession) + 4
 
 // ParseAddress splits unix:/path, tcp:host:port and host:port into a
 // network and an address for net.Dial.
@@ -130,6 +157,12 @@ func (c *Client) String() string {
 // Any failure to get a verdict is an error: a refused or dropped
 // connection, a timeout, an ERROR reply (*ReplyError), the size limit
 // (ErrSizeLimit), a reply that cannot be read.
+//
+// A session reused from the pool may turn out to be one clamd has
+// closed (a restart): if it breaks before clamd says a word, the scan
+// starts over once on a new connection, within ctx, provided r can be
+// read again: nothing of it was read yet, or it is an io.Seeker or an
+// *io.LimitedReader over one, which are rewound to where they were.
 func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	select {
 	case c.slots <- struct{}{}:
@@ -138,21 +171,22 @@ func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	}
 	defer func() { <-c.slots }()
 
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.address)
+	s, err := c.session(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("clamd: %w", err)
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
+	m := newReplay(r)
+	res, err := c.scanOn(ctx, s, m)
+	if err != nil && s.reused && stale(ctx, err) {
+		if !m.again() {
+			return res, fmt.Errorf("%w (on a pooled session, which clamd may have closed: "+
+				"the message cannot be read again for a new one)", err)
+		}
+		if s, err = c.open(ctx); err != nil {
+			return Result{}, fmt.Errorf("clamd: a pooled session was closed, and a new one failed: %w", err)
+		}
+		res, err = c.scanOn(ctx, s, m)
 	}
-	// A cancelled session (client gone, gateway stopping) ends the scan
-	// at once, not at the deadline.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	res, err := c.instream(conn, r)
 	if err != nil {
 		// The connection's deadline and the context's may fire in either
 		// order: both mean the scan ran out of time.
@@ -168,80 +202,152 @@ func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	return res, err
 }
 
-// instream runs one zINSTREAM command on conn.
-func (c *Client) instream(conn net.Conn, r io.Reader) (Result, error) {
-	var sent int64
-	if _, err := io.WriteString(conn, "zINSTREAM\x00"); err != nil {
-		return Result{}, fmt.Errorf("clamd: %w", err)
+// scanOn runs one INSTREAM on s within ctx, then puts s back in the pool
+// if it is ready for another request (an OK or FOUND reply), or closes
+// it: after an error, clamd's side of it is not worth trusting.
+func (c *Client) scanOn(ctx context.Context, s *session, r io.Reader) (Result, error) {
+	dl, _ := ctx.Deadline() // none: the zero time clears a pooled session's last one
+	_ = s.conn.SetDeadline(dl)
+	// A cancelled session (client gone, gateway stopping) ends the scan
+	// at once, not at the deadline.
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
+	res, keep, err := c.instream(s, r)
+	// stop fails once the cancellation has fired (or is firing): the
+	// session's deadline is then in the past, or about to be.
+	if stop() && keep {
+		c.put(s)
+	} else {
+		_ = s.conn.Close()
 	}
+	return res, err
+}
+
+// silentError is a failure of the connection before clamd said a word:
+// on a session reused from the pool, the way one that clamd had already
+// closed fails.
+type silentError struct{ error }
+
+func (e silentError) Unwrap() error { return e.error }
+
+// stale reports whether a scan that failed with err on a pooled session
+// may start over on a new one: the connection broke before any reply,
+// and not for lack of time.
+func stale(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return false
+	}
+	return errors.As(err, new(silentError))
+}
+
+// instream sends r to clamd as the next request of session s and reads
+// the verdict. keep reports the session ready for its next request.
+func (c *Client) instream(s *session, r io.Reader) (res Result, keep bool, err error) {
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	buf := *bp
+	cmd := cmdInstream
+	if s.id == 0 {
+		cmd = cmdSession
+	}
+	s.id++
+	// Each write sends buf[start:end]: the command if it is not sent yet,
+	// a chunk after its length, and after the last chunk the zero length
+	// that ends the stream. A small message is a single write.
+	start := chunkAt - 4 - len(cmd)
+	copy(buf[start:], cmd)
+	var sent int64
 	for {
-		n, rerr := io.ReadFull(r, buf[4:])
-		if n > 0 {
-			binary.BigEndian.PutUint32(buf, uint32(n))
-			if _, err := conn.Write(buf[:4+n]); err != nil {
-				return c.closedEarly(conn, sent, err)
-			}
-			sent += int64(n)
+		n, rerr := io.ReadFull(r, buf[chunkAt:chunkAt+ChunkSize])
+		last := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+		if rerr != nil && !last {
+			return Result{Bytes: sent}, false, fmt.Errorf("clamd: reading the message: %w", rerr)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		binary.BigEndian.PutUint32(buf[chunkAt-4:], uint32(n)) // 0: the end
+		end := chunkAt + n
+		if last && n > 0 {
+			binary.BigEndian.PutUint32(buf[end:], 0)
+			end += 4
+		}
+		if _, err := s.conn.Write(buf[start:end]); err != nil {
+			res, err := c.closedEarly(s, sent, err)
+			return res, false, err
+		}
+		sent += int64(n)
+		if last {
 			break
 		}
-		if rerr != nil {
-			return Result{Bytes: sent}, fmt.Errorf("clamd: reading the message: %w", rerr)
-		}
+		start = chunkAt - 4
 	}
-	if _, err := conn.Write([]byte{0, 0, 0, 0}); err != nil {
-		return c.closedEarly(conn, sent, err)
-	}
-	reply, err := readReply(conn)
+	reply, done, err := readReply(s.conn)
 	if err != nil {
-		return Result{Bytes: sent}, fmt.Errorf("clamd: reading the reply after %d bytes: %w", sent, err)
+		err = fmt.Errorf("clamd: reading the reply after %d bytes: %w", sent, err)
+		if reply == "" {
+			err = silentError{err}
+		}
+		return Result{Bytes: sent}, false, err
 	}
-	res, err := ParseReply(reply)
+	res, err = parseSessionReply(reply, s.id)
 	res.Bytes = sent
-	return res, err
+	return res, done && err == nil, err
 }
 
 // closedEarly handles a write that failed mid-stream: clamd closes the
 // connection after its size-limit reply, so the reply, if it arrived,
 // says why.
-func (c *Client) closedEarly(conn net.Conn, sent int64, werr error) (Result, error) {
+func (c *Client) closedEarly(s *session, sent int64, werr error) (Result, error) {
 	res := Result{Bytes: sent}
 	if errors.Is(werr, os.ErrDeadlineExceeded) {
 		return res, fmt.Errorf("clamd: sending the message: %w", werr)
 	}
-	if reply, err := readReply(conn); err == nil || reply != "" {
-		if _, perr := ParseReply(reply); perr != nil {
+	reply, _, err := readReply(s.conn)
+	if err == nil || reply != "" {
+		if _, perr := parseSessionReply(reply, s.id); perr != nil {
 			return res, perr
 		}
 	}
-	return res, fmt.Errorf("clamd: connection closed after %d bytes sent (%w): "+
+	err = fmt.Errorf("clamd: connection closed after %d bytes sent (%w): "+
 		"if clamd logged \"INSTREAM: Size limit reached\", its StreamMaxLength is below the size sent", sent, werr)
+	if reply == "" {
+		err = silentError{err}
+	}
+	return res, err
 }
 
 // readReply reads one NUL-terminated reply (z-commands), or up to EOF.
-func readReply(conn net.Conn) (string, error) {
+// done reports a reply that ended with its NUL and nothing after it:
+// the session is ready for another request.
+func readReply(conn net.Conn) (reply string, done bool, err error) {
 	buf := make([]byte, 0, 128)
-	tmp := make([]byte, 512)
+	var tmp [512]byte
 	for {
-		n, err := conn.Read(tmp)
+		n, err := conn.Read(tmp[:])
 		buf = append(buf, tmp[:n]...)
 		if i := bytes.IndexByte(buf, 0); i >= 0 {
-			return string(buf[:i]), nil
+			return string(buf[:i]), i == len(buf)-1, nil
 		}
 		if len(buf) > maxReply {
-			return string(buf[:maxReply]), fmt.Errorf("reply longer than %d bytes", maxReply)
+			return string(buf[:maxReply]), false, fmt.Errorf("reply longer than %d bytes", maxReply)
 		}
 		if err == io.EOF && len(buf) > 0 {
-			return string(buf), nil
+			return string(buf), false, nil
 		}
 		if err != nil {
-			return string(buf), err
+			return string(buf), false, err
 		}
 	}
+}
+
+// parseSessionReply parses the reply to request id of a session:
+// "<id>: <reply>", the reply as ParseReply reads it.
+func parseSessionReply(reply string, id int) (Result, error) {
+	num, body, ok := strings.Cut(reply, ": ")
+	if !ok || num != strconv.Itoa(id) {
+		return Result{}, fmt.Errorf("%w, not numbered %d as the session's request", unexpected(reply), id)
+	}
+	return ParseReply(body)
 }
 
 // ParseReply reads one INSTREAM reply:

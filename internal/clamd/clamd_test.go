@@ -182,8 +182,9 @@ func TestClamdDown(t *testing.T) {
 	}
 }
 
-// fakeClamd answers every connection with reply after reading the
-// command and, if drain, the whole stream.
+// fakeClamd answers every connection with reply, numbered as the first
+// request of the session, after reading the commands and, if drain, the
+// whole stream.
 func fakeClamd(t *testing.T, reply string, drain bool) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -200,7 +201,7 @@ func fakeClamd(t *testing.T, reply string, drain bool) string {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				cmd := make([]byte, len("zINSTREAM\x00"))
+				cmd := make([]byte, len("zIDSESSION\x00zINSTREAM\x00"))
 				if _, err := io.ReadFull(c, cmd); err != nil {
 					return
 				}
@@ -219,7 +220,9 @@ func fakeClamd(t *testing.T, reply string, drain bool) string {
 						}
 					}
 				}
-				_, _ = io.WriteString(c, reply)
+				if reply != "" {
+					_, _ = io.WriteString(c, "1: "+reply)
+				}
 			}()
 		}
 	}()

@@ -34,7 +34,7 @@ func TestParseReply(t *testing.T) {
 		{"stream:  FOUND", Result{}, "unexpected reply"},
 		{"stream: OKAY", Result{}, "unexpected reply"},
 		{"stream: ok", Result{}, "unexpected reply"},
-		{"1: stream: OK", Result{}, "unexpected reply"}, // IDSESSION replies: never sent by us
+		{"1: stream: OK", Result{}, "unexpected reply"}, // a session's number is parseSessionReply's
 		{"OK", Result{}, "unexpected reply"},
 	} {
 		got, err := ParseReply(tc.reply)
@@ -52,6 +52,35 @@ func TestParseReply(t *testing.T) {
 	var re *ReplyError
 	if _, err := ParseReply("stream: lstat() failed ERROR"); !errors.As(err, &re) || re.Msg != "stream: lstat() failed" {
 		t.Errorf("ERROR reply: %#v", err)
+	}
+}
+
+func TestParseSessionReply(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		id    int
+		want  Result
+		err   string
+	}{
+		{"1: stream: OK", 1, Result{}, ""},
+		{"12: stream: Eicar FOUND", 12, Result{Infected: true, Signature: "Eicar"}, ""},
+		{"3: INSTREAM size limit exceeded. ERROR", 3, Result{}, "StreamMaxLength"},
+		{"3: stream: lstat() failed ERROR", 3, Result{}, "scan error: stream: lstat() failed"},
+		{"2: stream: OK", 3, Result{}, "not numbered 3"},
+		{"stream: OK", 1, Result{}, "unexpected reply"},
+		{"COMMAND READ TIMED OUT\n", 1, Result{}, "unexpected reply"},
+		{"1:stream: OK", 1, Result{}, "unexpected reply"},
+		{"01: stream: OK", 1, Result{}, "unexpected reply"},
+		{"1: 2: stream: OK", 1, Result{}, "unexpected reply"},
+	} {
+		got, err := parseSessionReply(tc.reply, tc.id)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("parseSessionReply(%q, %d): error %v, want %q", tc.reply, tc.id, err, tc.err)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("parseSessionReply(%q, %d) = %+v, want %+v", tc.reply, tc.id, got, tc.want)
+		}
 	}
 }
 
