@@ -374,3 +374,18 @@ func TestSkipAttachmentContent(t *testing.T) {
 		t.Error("no testdata message has an attachment to skip")
 	}
 }
+
+func TestContainsFold(t *testing.T) {
+	for in, want := range map[string]bool{
+		"Content-Type: MultiPart/Mixed; boundary=x": true,
+		"content-type: multipart/":                  true,
+		"Content-Type: text/plain":                  false,
+		"X: multi\r\n part/mixed":                   false,
+		"multipart":                                 false,
+		"":                                          false,
+	} {
+		if got := containsFold([]byte(in), "multipart/"); got != want {
+			t.Errorf("%q: %v, want %v", in, got, want)
+		}
+	}
+}

@@ -79,6 +79,12 @@ type scanner struct {
 // type with a boundary parameter is a leaf, as mail clients read it).
 // hdr is the raw header section.
 func multipartBoundary(hdr []byte) string {
+	if !containsFold(hdr, "multipart/") {
+		// Most messages: no multipart type to find, nothing to parse.
+		// (An unfolded header cannot make the word: unfolding keeps
+		// the white space.)
+		return ""
+	}
 	// The reader and media type parser enmime uses, so that both agree on
 	// which Content-Type field counts and how it is unfolded: a part this
 	// scan calls a leaf is never a multipart for enmime.
@@ -321,4 +327,19 @@ func scanBody(lr *lineReader, first *textLine, start int64, boundary string, lim
 		}
 	}
 	return scanResult{leaves: s.leaves, bad: s.bad}, nil
+}
+
+// containsFold reports whether b holds word (lower-case ASCII letters
+// and punctuation), in any case.
+func containsFold(b []byte, word string) bool {
+	for i := 0; i+len(word) <= len(b); i++ {
+		k := 0
+		for k < len(word) && b[i+k]|0x20 == word[k]|0x20 {
+			k++
+		}
+		if k == len(word) {
+			return true
+		}
+	}
+	return false
 }
