@@ -50,6 +50,7 @@
 #                                  not which process wins the CPUs
 #   OTHER_CPUS=list                the others' CPUs (default: the rest)
 #   BENCH_SAVE=1                   also write bench/results-content-<date>.md
+#                                  (-clamd-cpu<list> added with CLAMD_CPUS)
 #   BENCH_MAX_SECONDS=600          watchdog for the whole script
 #   BENCH_KEEP_TMP=1               keep the temp dir (logs, configs)
 set -euo pipefail
@@ -559,7 +560,7 @@ if ((${#FAILURES[@]})); then
 fi
 
 if [[ ${BENCH_SAVE:-0} == 1 ]]; then
-	md=$BENCH_DIR/results-content-$(date +%Y-%m-%d).md
+	md=$BENCH_DIR/results-content-$(date +%Y-%m-%d)${CLAMD_CPUS:+-clamd-cpu$CLAMD_CPUS}.md
 	{
 		echo "# Content-filter benchmark $(date -Iseconds)"
 		echo
