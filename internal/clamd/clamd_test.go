@@ -3,6 +3,7 @@ package clamd_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -206,18 +207,8 @@ func fakeClamd(t *testing.T, reply string, drain bool) string {
 					return
 				}
 				if drain {
-					for {
-						var n [4]byte
-						if _, err := io.ReadFull(c, n[:]); err != nil {
-							return
-						}
-						size := int(n[0])<<24 | int(n[1])<<16 | int(n[2])<<8 | int(n[3])
-						if size == 0 {
-							break
-						}
-						if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
-							return
-						}
+					if drainStream(c) != nil {
+						return
 					}
 				}
 				if reply != "" {
@@ -284,5 +275,22 @@ func TestNew(t *testing.T) {
 	}
 	if _, err := clamd.New("127.0.0.1:3310", -1); err == nil {
 		t.Error("-1 connections accepted")
+	}
+}
+
+// drainStream reads an INSTREAM's chunks up to the empty one that ends it.
+func drainStream(c net.Conn) error {
+	for {
+		var n [4]byte
+		if _, err := io.ReadFull(c, n[:]); err != nil {
+			return err
+		}
+		size := binary.BigEndian.Uint32(n[:])
+		if size == 0 {
+			return nil
+		}
+		if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
+			return err
+		}
 	}
 }

@@ -315,18 +315,8 @@ func serveSession(c net.Conn, script []string) {
 		if _, err := io.ReadFull(c, cmd); err != nil || string(cmd) != "zINSTREAM\x00" {
 			return
 		}
-		for {
-			var n [4]byte
-			if _, err := io.ReadFull(c, n[:]); err != nil {
-				return
-			}
-			size := int(n[0])<<24 | int(n[1])<<16 | int(n[2])<<8 | int(n[3])
-			if size == 0 {
-				break
-			}
-			if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
-				return
-			}
+		if drainStream(c) != nil {
+			return
 		}
 		if _, err := io.WriteString(c, reply); err != nil {
 			return
