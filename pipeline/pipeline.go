@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -142,8 +143,21 @@ func (p *Pipeline) run(ctx context.Context, s *Session, t *Transaction, stage St
 		if ctx.Err() != nil {
 			return Defer(451, [3]int{4, 4, 7}, "Timeout while checking, try again later", "stage deadline exceeded: "+ctx.Err().Error())
 		}
+		shadow := e.Mode == Shadow && t != nil
+		var keepAdd []string
+		var keepDrop func(string, []byte) bool
+		if shadow {
+			// Header fields a shadow filter adds or removes (a spam
+			// flag, a verdict) are decisions too: not applied. Clipped,
+			// so that an append cannot write into the kept slice.
+			keepAdd, keepDrop = slices.Clip(t.AddHeaders), t.DropHeader
+			t.AddHeaders = keepAdd
+		}
 		start := time.Now()
 		v, ran := safeCall(e.Filter, call)
+		if shadow {
+			t.AddHeaders, t.DropHeader = keepAdd, keepDrop
+		}
 		if !ran {
 			continue
 		}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"strings"
 	"testing"
 )
 
@@ -12,12 +13,25 @@ type fake struct {
 	v     Verdict
 	calls int
 	panic bool
+	// header: a field the filter adds (appended, or prepended with
+	// prepend), and drops the fields named drop.
+	header, drop string
+	prepend      bool
 }
 
 func (f *fake) Name() string { return f.name }
 func (f *fake) Kind() Kind   { return f.kind }
-func (f *fake) Rcpt(context.Context, *Session, *Transaction, Address) Verdict {
+func (f *fake) Rcpt(_ context.Context, _ *Session, t *Transaction, _ Address) Verdict {
 	f.calls++
+	switch {
+	case f.header != "" && f.prepend:
+		t.AddHeaders = append([]string{f.header}, t.AddHeaders...)
+	case f.header != "":
+		t.AddHeaders = append(t.AddHeaders, f.header)
+	}
+	if f.drop != "" {
+		t.AddDropHeader(func(name string, _ []byte) bool { return name == f.drop })
+	}
 	if f.panic {
 		panic("boom")
 	}
@@ -53,6 +67,27 @@ func TestShadowMode(t *testing.T) {
 	}
 	if len(tx.Decisions) != 1 || !tx.Decisions[0].Shadow || tx.Decisions[0].Verdict.Action != Reject {
 		t.Errorf("shadow decision not recorded: %+v", tx.Decisions)
+	}
+}
+
+// A shadow filter adds and removes no header field; the others' changes,
+// before and after it, stand.
+func TestShadowModeHeaders(t *testing.T) {
+	before := &fake{name: "before", kind: Policy, header: "X-Before: 1\r\n", drop: "X-Old"}
+	flag := &fake{name: "flag", kind: Antispam, header: "X-Spam-Flag: YES\r\n", drop: "X-Forged"}
+	first := &fake{name: "first", kind: Antispam, header: "Received-SPF: fail\r\n", prepend: true}
+	after := &fake{name: "after", kind: Policy, header: "X-After: 1\r\n"}
+	p := New(Entry{before, Enforce}, Entry{flag, Shadow}, Entry{first, Shadow}, Entry{after, Enforce})
+	tx := &Transaction{AddHeaders: make([]string, 0, 8)} // room to append in place
+	p.Rcpt(context.Background(), &Session{}, tx, Address{})
+	if got := strings.Join(tx.AddHeaders, ""); got != "X-Before: 1\r\nX-After: 1\r\n" {
+		t.Errorf("headers added: %q", got)
+	}
+	if tx.DropHeader == nil || !tx.DropHeader("X-Old", nil) || tx.DropHeader("X-Forged", nil) {
+		t.Error("drops: want the enforcing filter's only")
+	}
+	if flag.calls != 1 || first.calls != 1 {
+		t.Error("shadow filters not run")
 	}
 }
 

@@ -153,8 +153,8 @@ func (f *Filter) Data(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 	reject := f.c.RejectScore > 0 && res.Score >= f.c.RejectScore
 	switch {
 	case reject || res.Score >= f.c.TagScore:
-		// Tagged when refused too: in shadow mode the refusal is not
-		// applied and the message goes on, flagged.
+		// Tagged when refused too, for the decision's sake: in shadow
+		// mode the pipeline applies neither the refusal nor the fields.
 		t.AddHeaders = append(t.AddHeaders, "X-Spam-Flag: YES\r\n", "X-Spam-Score: "+score+"\r\n",
 			f.status("Yes", score, res.Symbols))
 		if reject {
