@@ -18,7 +18,8 @@
 //     attribute and in the text;
 //   - in a raw message (when no MIME parse is there): the body after the
 //     header, quoted-printable soft line breaks and =XX undone, entities
-//     decoded, read as text and as HTML.
+//     decoded, read as text and as HTML; and the runs of base64 lines in
+//     it that decode to text, read the same way.
 //
 // Hosts are normalised as a browser would connect to them: userinfo
 // ("http://bank.example@evil.example/") and port dropped, %XX decoded,
@@ -30,6 +31,7 @@ package urls
 
 import (
 	"bytes"
+	"encoding/base64"
 	"io"
 	"strings"
 
@@ -162,11 +164,97 @@ func isScheme(s string) bool {
 // =XX undone; harmless on other text), as text with HTML entities
 // decoded and as HTML.
 func (c *Collector) Raw(msg []byte) {
-	body := QPDecode(Body(msg))
+	raw := Body(msg)
+	body := QPDecode(raw)
+	c.readRaw(body)
+	// A sender can break the MIME structure on purpose so that the
+	// parts are not read: the base64 in the body is decoded here too.
+	for _, text := range Base64Texts(raw) {
+		if c.Full() {
+			return
+		}
+		c.readRaw(text)
+	}
+}
+
+// readRaw reads a decoded body as text with HTML entities decoded and,
+// if it may be HTML, as HTML.
+func (c *Collector) readRaw(body []byte) {
 	c.Text(html.UnescapeString(string(body)))
 	if bytes.IndexByte(body, '<') >= 0 {
 		c.HTML(body)
 	}
+}
+
+// minBase64Line: shorter lines are not taken for base64 (words, "--",
+// short tokens); encoders write 60 to 76 characters a line.
+const minBase64Line = 16
+
+// Base64Texts finds the runs of base64 lines in a raw body (each line of
+// at least minBase64Line characters of the base64 alphabet, the last
+// of a run possibly shorter or padded) and returns the decoded runs
+// that are text, not binary (no NUL or other control byte but white
+// space in their first 512 bytes): the text parts of a message whose
+// MIME structure could not be read.
+func Base64Texts(body []byte) [][]byte {
+	var (
+		out [][]byte
+		run []byte // the current run's characters, line breaks removed
+	)
+	end := func() {
+		if len(run) >= minBase64Line {
+			dec := make([]byte, base64.StdEncoding.DecodedLen(len(run)))
+			n, _ := base64.StdEncoding.Decode(dec, run[:len(run)/4*4]) // what decodes, up to an error
+			if n > 0 && isText(dec[:n]) {
+				out = append(out, dec[:n])
+			}
+		}
+		run = run[:0]
+	}
+	for rest := body; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		line = bytes.TrimRight(line, "\r\n")
+		switch {
+		case len(line) >= minBase64Line && isBase64(line):
+			run = append(run, line...)
+			if line[len(line)-1] == '=' {
+				end() // padding ends the encoded text
+			}
+		case len(run) > 0 && len(line) > 0 && isBase64(line):
+			run = append(run, line...) // the short last line of a run
+			end()
+		default:
+			end()
+		}
+	}
+	end()
+	return out
+}
+
+func isBase64(line []byte) bool {
+	for i, b := range line {
+		switch {
+		case 'A' <= b && b <= 'Z', 'a' <= b && b <= 'z', '0' <= b && b <= '9', b == '+', b == '/':
+		case b == '=' && i >= len(line)-2:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isText: no control bytes but white space at the start of b.
+func isText(b []byte) bool {
+	for _, c := range b[:min(len(b), 512)] {
+		if c < ' ' && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // Body is what follows the header of a raw message: after the first
