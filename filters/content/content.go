@@ -35,9 +35,9 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"strings"
 
 	"mailgate/internal/mimeparse"
+	"mailgate/internal/rawbody"
 	"mailgate/pipeline"
 	"mailgate/smtpd"
 )
@@ -116,12 +116,20 @@ func (f *Filter) Data(_ context.Context, _ *pipeline.Session, t *pipeline.Transa
 	if msg.Malformed == "" && !msg.Skipped {
 		return pipeline.Pass()
 	}
-	raw, err := rawBody(m.Reader())
+	raw, err := io.ReadAll(io.LimitReader(m.Reader(), RawBodyLimit))
 	if err != nil {
 		return deferRead(err)
 	}
-	if i, n := f.matchLines(raw); i >= 0 {
-		return refuse(fmt.Sprintf("deny_body[%d] %q matched line %d of the unparsed body", i, f.body[i], n))
+	// The body with quoted-printable undone, then the base64 texts in
+	// it: breaking the structure on purpose hides no text.
+	for k, text := range rawbody.Texts(raw) {
+		if i, n := f.matchLines(text); i >= 0 {
+			where := "the unparsed body"
+			if k > 0 {
+				where = fmt.Sprintf("base64 text %d of the unparsed body", k)
+			}
+			return refuse(fmt.Sprintf("deny_body[%d] %q matched line %d of %s", i, f.body[i], n, where))
+		}
 	}
 	return pipeline.PassBecause("unparsed message: deny_body matched on the raw body's first megabyte")
 }
@@ -177,47 +185,4 @@ func (f *Filter) matchLines(text []byte) (pattern, line int) {
 		}
 	}
 	return -1, 0
-}
-
-// rawBody returns the body of a message read as plain lines: what
-// follows the header (up to the empty line, or to the first line that is
-// not a header field), from the first RawBodyLimit bytes of the message.
-func rawBody(r io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, RawBodyLimit))
-	if err != nil {
-		return nil, err
-	}
-	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line = data[:i+1]
-		}
-		trimmed := strings.TrimRight(string(line), "\r\n")
-		if trimmed == "" {
-			return data[len(line):], nil
-		}
-		if line[0] != ' ' && line[0] != '\t' && !isField(trimmed) {
-			return data, nil
-		}
-		data = data[len(line):]
-	}
-	return nil, nil
-}
-
-// isField reports whether a line starts a header field "Name:".
-func isField(line string) bool {
-	i := strings.IndexByte(line, ':')
-	if i <= 0 {
-		return false
-	}
-	name := strings.TrimRight(line[:i], " \t")
-	if name == "" {
-		return false
-	}
-	for j := 0; j < len(name); j++ {
-		if c := name[j]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
 }

@@ -31,11 +31,12 @@ package urls
 
 import (
 	"bytes"
-	"encoding/base64"
 	"io"
 	"strings"
 
 	"golang.org/x/net/html"
+
+	"mailgate/internal/rawbody"
 )
 
 // Collector gathers the targets of one message: each once, in the order
@@ -159,163 +160,17 @@ func isScheme(s string) bool {
 	return strings.EqualFold(s, "http") || strings.EqualFold(s, "https") || strings.EqualFold(s, "ftp")
 }
 
-// Raw collects the links of a message that was not MIME-parsed: its
-// body, after the header, read as quoted-printable (soft line breaks and
-// =XX undone; harmless on other text), as text with HTML entities
-// decoded and as HTML.
+// Raw collects the links of a message that was not MIME-parsed: each
+// reading of its body (internal/rawbody: quoted-printable undone, base64
+// runs decoded), as text with HTML entities decoded and as HTML.
 func (c *Collector) Raw(msg []byte) {
-	raw := Body(msg)
-	body := QPDecode(raw)
-	c.readRaw(body)
-	// A sender can break the MIME structure on purpose so that the
-	// parts are not read: the base64 in the body is decoded here too.
-	for _, text := range Base64Texts(raw) {
+	for _, body := range rawbody.Texts(msg) {
 		if c.Full() {
 			return
 		}
-		c.readRaw(text)
-	}
-}
-
-// readRaw reads a decoded body as text with HTML entities decoded and,
-// if it may be HTML, as HTML.
-func (c *Collector) readRaw(body []byte) {
-	c.Text(html.UnescapeString(string(body)))
-	if bytes.IndexByte(body, '<') >= 0 {
-		c.HTML(body)
-	}
-}
-
-// minBase64Line: shorter lines are not taken for base64 (words, "--",
-// short tokens); encoders write 60 to 76 characters a line.
-const minBase64Line = 16
-
-// Base64Texts finds the runs of base64 lines in a raw body (each line of
-// at least minBase64Line characters of the base64 alphabet, the last
-// of a run possibly shorter or padded) and returns the decoded runs
-// that are text, not binary (no NUL or other control byte but white
-// space in their first 512 bytes): the text parts of a message whose
-// MIME structure could not be read.
-func Base64Texts(body []byte) [][]byte {
-	var (
-		out [][]byte
-		run []byte // the current run's characters, line breaks removed
-	)
-	end := func() {
-		if len(run) >= minBase64Line {
-			dec := make([]byte, base64.StdEncoding.DecodedLen(len(run)))
-			n, _ := base64.StdEncoding.Decode(dec, run[:len(run)/4*4]) // what decodes, up to an error
-			if n > 0 && isText(dec[:n]) {
-				out = append(out, dec[:n])
-			}
-		}
-		run = run[:0]
-	}
-	for rest := body; len(rest) > 0; {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line = rest[:i+1]
-		}
-		rest = rest[len(line):]
-		line = bytes.TrimRight(line, "\r\n")
-		switch {
-		case len(line) >= minBase64Line && isBase64(line):
-			run = append(run, line...)
-			if line[len(line)-1] == '=' {
-				end() // padding ends the encoded text
-			}
-		case len(run) > 0 && len(line) > 0 && isBase64(line):
-			run = append(run, line...) // the short last line of a run
-			end()
-		default:
-			end()
+		c.Text(html.UnescapeString(string(body)))
+		if bytes.IndexByte(body, '<') >= 0 {
+			c.HTML(body)
 		}
 	}
-	end()
-	return out
-}
-
-func isBase64(line []byte) bool {
-	for i, b := range line {
-		switch {
-		case 'A' <= b && b <= 'Z', 'a' <= b && b <= 'z', '0' <= b && b <= '9', b == '+', b == '/':
-		case b == '=' && i >= len(line)-2:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// isText: no control bytes but white space at the start of b.
-func isText(b []byte) bool {
-	for _, c := range b[:min(len(b), 512)] {
-		if c < ' ' && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// Body is what follows the header of a raw message: after the first
-// empty line, or from the first line that is neither a header field nor
-// its continuation.
-func Body(msg []byte) []byte {
-	for rest := msg; len(rest) > 0; {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line = rest[:i+1]
-		}
-		trimmed := bytes.TrimRight(line, "\r\n")
-		if len(trimmed) == 0 {
-			return rest[len(line):]
-		}
-		if line[0] != ' ' && line[0] != '\t' && !isField(trimmed) {
-			return rest
-		}
-		rest = rest[len(line):]
-	}
-	return nil
-}
-
-// isField reports whether a line starts a header field "Name:".
-func isField(line []byte) bool {
-	i := bytes.IndexByte(line, ':')
-	if i <= 0 {
-		return false
-	}
-	for _, c := range bytes.TrimRight(line[:i], " \t") {
-		if c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-// QPDecode undoes quoted-printable: "=" at the end of a line (a soft
-// line break) joins it to the next, "=XX" is the octet XX; anything else
-// is kept as it is.
-func QPDecode(b []byte) []byte {
-	if bytes.IndexByte(b, '=') < 0 {
-		return b
-	}
-	out := make([]byte, 0, len(b))
-	for i := 0; i < len(b); i++ {
-		if b[i] != '=' {
-			out = append(out, b[i])
-			continue
-		}
-		switch {
-		case i+1 < len(b) && b[i+1] == '\n':
-			i++
-		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
-			i += 2
-		case i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]):
-			out = append(out, unhex(b[i+1])<<4|unhex(b[i+2]))
-			i += 2
-		default:
-			out = append(out, '=')
-		}
-	}
-	return out
 }

@@ -3,7 +3,6 @@ package urls
 import (
 	"bytes"
 	"cmp"
-	"encoding/base64"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,23 +111,6 @@ func TestQuery(t *testing.T) {
 	} {
 		if got := tc.t.Query(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.t, got, tc.want)
-		}
-	}
-}
-
-func TestQPDecode(t *testing.T) {
-	for in, want := range map[string]string{
-		"a=3Db":            "a=b",
-		"soft=\r\nbreak":   "softbreak",
-		"soft=\nbreak":     "softbreak",
-		"keep = and =zz":   "keep = and =zz",
-		"end=":             "end=",
-		"end=\r":           "end=\r",
-		"=E2=82=AC":        "€",
-		"lower =e2=82=ac.": "lower €.",
-	} {
-		if got := string(QPDecode([]byte(in))); got != want {
-			t.Errorf("QPDecode(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -255,29 +237,4 @@ func TestInvalidUTF8(t *testing.T) {
 	if !slices.Equal(got, []string{"example.net"}) {
 		t.Errorf("got %q", got)
 	}
-}
-
-// FuzzBase64Texts: any text encoded as a mail client encodes it (76
-// characters a line) comes back whole from a raw body.
-func FuzzBase64Texts(f *testing.F) {
-	f.Add("please log in at http://example.com/ today", uint8(76))
-	f.Add("x", uint8(60))
-	f.Fuzz(func(t *testing.T, text string, width uint8) {
-		if len(text) < 12 || !isText([]byte(text)) {
-			return // shorter encodings are not taken for base64
-		}
-		w := max(int(width)/4*4, minBase64Line+4)
-		enc := base64.StdEncoding.EncodeToString([]byte(text))
-		var body strings.Builder
-		body.WriteString("some text before\r\n")
-		for len(enc) > w {
-			body.WriteString(enc[:w] + "\r\n")
-			enc = enc[w:]
-		}
-		body.WriteString(enc + "\r\n-- \r\na signature\r\n")
-		got := Base64Texts([]byte(body.String()))
-		if len(got) != 1 || string(got[0]) != text {
-			t.Fatalf("%q (width %d): got %q", text, w, got)
-		}
-	})
 }
