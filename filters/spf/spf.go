@@ -35,6 +35,7 @@ import (
 
 	"blitiri.com.ar/go/spf"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/net/idna"
 
 	"mailgate/internal/mailaddr"
 	"mailgate/pipeline"
@@ -199,10 +200,11 @@ func (f *Filter) check(ctx context.Context, s *pipeline.Session, from pipeline.A
 		// macros, so its RFC 7208 §4.3 stand-in will do.
 		local = "postmaster"
 	}
+	c.domain = aLabels(c.domain)
 	c.sender = local + "@" + c.domain
 	if !checkable(c.domain) {
 		// RFC 7208 §4.3: no (or a malformed) domain is "none". So is an
-		// address literal, and a non-ASCII name (we have no IDNA here).
+		// address literal, and a name IDNA cannot turn into A-labels.
 		c.result, c.reason, c.domain = spf.None, "no domain name to check", ""
 		return c
 	}
@@ -223,6 +225,21 @@ func (f *Filter) check(ctx context.Context, s *pipeline.Session, from pipeline.A
 
 // checkable reports whether d is a multi-label ASCII domain name that SPF
 // can look up (RFC 7208 §4.3).
+// aLabels turns an internationalised domain (SMTPUTF8 senders) into the
+// A-labels its SPF record is published under, lower case; a name that
+// is not one is returned as it is (checkable then refuses it).
+func aLabels(d string) string {
+	for i := 0; i < len(d); i++ {
+		if d[i] >= 0x80 {
+			if a, err := idna.Lookup.ToASCII(d); err == nil {
+				return strings.ToLower(a)
+			}
+			return d
+		}
+	}
+	return d
+}
+
 func checkable(d string) bool {
 	if len(d) > 253 || !strings.Contains(d, ".") {
 		return false
