@@ -55,7 +55,7 @@ func readData(r *bufio.Reader, w io.Writer) (DataResult, error) {
 			return res, err
 		}
 		for i := 0; i < len(chunk); {
-			j := bytes.IndexAny(chunk[i:], "\r\n")
+			j := lineEnd(chunk[i:])
 			seg := chunk[i:]
 			if j >= 0 {
 				seg = chunk[i : i+j]
@@ -136,4 +136,19 @@ func readData(r *bufio.Reader, w io.Writer) (DataResult, error) {
 			lineLen, nonNul = 0, 0
 		}
 	}
+}
+
+// lineEnd is the index of the first CR or LF in b, or -1: bytes.IndexAny
+// with two IndexByte scans, which are vectorised (IndexAny tests each
+// byte against a set; it was 2 % of the gateway's CPU).
+func lineEnd(b []byte) int {
+	n := bytes.IndexByte(b, '\n')
+	end := n
+	if n < 0 {
+		end = len(b)
+	}
+	if r := bytes.IndexByte(b[:end], '\r'); r >= 0 {
+		return r
+	}
+	return n
 }
