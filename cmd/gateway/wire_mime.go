@@ -21,9 +21,10 @@ func wireMIME(c *config.Config, d deps) (wired, error) {
 			MaxHeaderSize: int64(m.MaxHeaderSize),
 			MaxParseSize:  int64(m.MaxParseSize),
 			// Only the attachments filter reads attachments' bytes (their
-			// detected type, the archives inside): clamd and spamd read
-			// the raw message, SURBL and body rules the text parts.
-			SkipAttachmentContent: !readsAttachments(c.Filters.Attachments),
+			// detected type, the zip archives it looks into): clamd and
+			// spamd read the raw message, SURBL and body rules the text
+			// parts.
+			Attachments: attachmentContent(c.Filters.Attachments),
 		},
 		Malformed: m.Malformed,
 	})
@@ -33,8 +34,13 @@ func wireMIME(c *config.Config, d deps) (wired, error) {
 	return wired{Filter: f, Mode: config.ModeEnforce}, nil
 }
 
-// readsAttachments says whether the attachments filter needs the bytes of
-// attachments: for detected types and archives, not for file names.
-func readsAttachments(a *config.Attachments) bool {
-	return a != nil && (len(a.DenyTypes) > 0 || a.ScanArchives == nil || *a.ScanArchives)
+// attachmentContent is how much of attachments the MIME parse decodes:
+// the attachments filter needs their detected type (deny_types, and
+// scan_archives to find the zip archives, which are decoded whole), not
+// for file names alone.
+func attachmentContent(a *config.Attachments) mimeparse.AttachmentContent {
+	if a != nil && (len(a.DenyTypes) > 0 || a.ScanArchives == nil || *a.ScanArchives) {
+		return mimeparse.SniffAttachments
+	}
+	return mimeparse.SkipAttachments
 }

@@ -44,21 +44,23 @@ func FuzzParse(f *testing.F) {
 		}
 		// Reading attachments for their header only changes no text
 		// part of a message that parses cleanly.
-		lim := fuzzLimits
-		lim.SkipAttachmentContent = true
-		light, err := Parse(bytes.NewReader(data), int64(len(data)), lim)
-		if err != nil {
-			t.Fatalf("error on a bytes.Reader (attachments skipped): %v", err)
-		}
-		if m.Malformed != "" || m.Skipped {
-			return
-		}
-		if len(light.Parts) != len(m.Parts) {
-			t.Fatalf("%d parts with attachments skipped, %d without", len(light.Parts), len(m.Parts))
-		}
-		for i, p := range m.Parts {
-			if p.Text && !bytes.Equal(light.Parts[i].Content, p.Content) {
-				t.Fatalf("text part %d differs with attachments skipped", i)
+		for _, mode := range []AttachmentContent{SniffAttachments, SkipAttachments} {
+			lim := fuzzLimits
+			lim.Attachments = mode
+			light, err := Parse(bytes.NewReader(data), int64(len(data)), lim)
+			if err != nil {
+				t.Fatalf("error on a bytes.Reader (attachments mode %d): %v", mode, err)
+			}
+			if m.Malformed != "" || m.Skipped {
+				return
+			}
+			if len(light.Parts) != len(m.Parts) {
+				t.Fatalf("%d parts with attachments mode %d, %d decoding all", len(light.Parts), mode, len(m.Parts))
+			}
+			for i, p := range m.Parts {
+				if p.Text && !bytes.Equal(light.Parts[i].Content, p.Content) {
+					t.Fatalf("text part %d differs with attachments mode %d", i, mode)
+				}
 			}
 		}
 	})

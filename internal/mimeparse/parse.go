@@ -103,8 +103,8 @@ func Parse(r io.Reader, size int64, lim Limits) (*Message, error) {
 				}
 				return h
 			}
-			if lim.SkipAttachmentContent {
-				done, err := w.headerOnly(hdr(), l.depth)
+			if lim.Attachments != DecodeAttachments {
+				done, err := w.attachment(hdr(), at(l.bodyStart, l.bodyEnd-l.bodyStart), l.depth)
 				if err != nil {
 					return nil, err
 				}
@@ -327,12 +327,21 @@ func (w *walker) decode(r io.Reader, depth int) error {
 	return nil
 }
 
-// headerOnly adds the leaf part whose header r is without its content,
-// unless the part is text or an attached message (whose content is read)
-// or its header cannot be read alone: then it reports false and adds
-// nothing.
-func (w *walker) headerOnly(r io.Reader, depth int) (bool, error) {
-	er := &errReader{r: r}
+// attachment adds the leaf part with header hdr and body body without
+// decoding all of its content (Limits.Attachments), unless the part is
+// text, an attached message or (when sniffing) a zip archive, whose
+// content is read, or its header cannot be read alone: then it reports
+// false and adds nothing.
+func (w *walker) attachment(hdr, body io.Reader, depth int) (bool, error) {
+	in := hdr
+	if w.lim.Attachments == SniffAttachments {
+		head, err := encodedHead(body)
+		if err != nil {
+			return false, err
+		}
+		in = io.MultiReader(hdr, bytes.NewReader(head))
+	}
+	er := &errReader{r: in}
 	root, err := readParts(er)
 	if er.err != nil {
 		return false, er.err
@@ -341,12 +350,40 @@ func (w *walker) headerOnly(r io.Reader, depth int) (bool, error) {
 		return false, nil
 	}
 	p := leaf(root, depth)
-	if p.Text || p.ContentType == "message/rfc822" || strings.HasPrefix(p.ContentType, "multipart/") {
+	if p.Text || p.ContentType == "message/rfc822" || strings.HasPrefix(p.ContentType, "multipart/") ||
+		p.Detected == "application/zip" && w.lim.Attachments == SniffAttachments {
 		return false, nil
 	}
-	p.Content, p.Detected = nil, ""
+	if w.lim.Attachments == SkipAttachments {
+		p.Detected = ""
+	}
+	p.Content = nil
 	w.parts = append(w.parts, p)
 	return true, nil
+}
+
+// sniffEncoded is how much of an attachment's encoded body is read to
+// detect its type: base64 of well over SniffLen bytes.
+const sniffEncoded = 2 << 10
+
+// encodedHead returns the first bytes of an encoded body, enough to
+// decode SniffLen bytes: cut after a line break (encoders break lines
+// every 76 characters), or, in a body without one, at a multiple of four
+// (a whole number of base64 quanta).
+func encodedHead(body io.Reader) ([]byte, error) {
+	buf := make([]byte, sniffEncoded)
+	n, err := io.ReadFull(body, buf)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, err
+	}
+	head := buf[:n]
+	if n < len(buf) {
+		return head, nil // the whole body
+	}
+	if i := bytes.LastIndexByte(head, '\n'); i >= 0 {
+		return head[:i+1], nil
+	}
+	return head[:len(head)/4*4], nil
 }
 
 func (w *walker) walk(p *enmime.Part, depth int) {

@@ -2,6 +2,7 @@ package mimeparse
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -329,49 +330,79 @@ func TestDetect(t *testing.T) {
 	}
 }
 
-// TestSkipAttachmentContent parses every testdata message both ways:
-// with SkipAttachmentContent the parts are the same, text parts and
-// attached messages still decoded, and only the content of the other
-// parts of a multipart message is left out.
-func TestSkipAttachmentContent(t *testing.T) {
+// TestAttachmentContent parses every testdata message three ways: with
+// attachments sniffed or skipped the parts are the same as decoded whole,
+// text parts and attached messages still decoded; only the content of
+// the other parts of a multipart message is left out (and, skipped, their
+// detected type), except for a zip archive's when sniffing.
+func TestAttachmentContent(t *testing.T) {
 	files, _ := filepath.Glob("testdata/*.msg")
-	skippedSome := false
+	left, zips := 0, 0
 	for _, f := range files {
 		data := loadMsg(t, f)
 		full, err := Parse(bytes.NewReader(data), int64(len(data)), testLimits)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lim := testLimits
-		lim.SkipAttachmentContent = true
-		light, err := Parse(bytes.NewReader(data), int64(len(data)), lim)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if full.Malformed != "" || full.Skipped {
 			continue // what a damaged part does to the parts is TestData's
 		}
-		if light.Malformed != "" || len(light.Parts) != len(full.Parts) {
-			t.Errorf("%s: %d parts, malformed %q; want %d parts", f, len(light.Parts), light.Malformed, len(full.Parts))
-			continue
-		}
-		multipart := strings.HasPrefix(full.Parts[0].ContentType, "multipart/") || len(full.Parts) > 1 || full.Parts[0].Depth > 0
-		for i, want := range full.Parts {
-			got := light.Parts[i]
-			if !want.Text && want.ContentType != "message/rfc822" && multipart {
-				if got.Content != nil || got.Detected != "" {
-					t.Errorf("%s part %d (%s): content %d bytes, detected %q: want none", f, i, want.ContentType, len(got.Content), got.Detected)
-				}
-				skippedSome = true
-				want.Content, want.Detected = nil, ""
+		for _, mode := range []AttachmentContent{SniffAttachments, SkipAttachments} {
+			lim := testLimits
+			lim.Attachments = mode
+			light, err := Parse(bytes.NewReader(data), int64(len(data)), lim)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if render(&Message{Parts: []Part{got}}) != render(&Message{Parts: []Part{want}}) {
-				t.Errorf("%s part %d:\n%s\nwant\n%s", f, i, render(&Message{Parts: []Part{got}}), render(&Message{Parts: []Part{want}}))
+			if light.Malformed != "" || len(light.Parts) != len(full.Parts) {
+				t.Errorf("%s mode %d: %d parts, malformed %q; want %d parts", f, mode, len(light.Parts), light.Malformed, len(full.Parts))
+				continue
+			}
+			multipart := len(full.Parts) > 1 || full.Parts[0].Depth > 0
+			for i, want := range full.Parts {
+				if !want.Text && want.ContentType != "message/rfc822" && multipart {
+					switch {
+					case mode == SkipAttachments:
+						want.Content, want.Detected = nil, ""
+						left++
+					case want.Detected == "application/zip":
+						zips++ // decoded whole: its files are looked into
+					default:
+						want.Content = nil
+						left++
+					}
+				}
+				got := render(&Message{Parts: []Part{light.Parts[i]}})
+				if w := render(&Message{Parts: []Part{want}}); got != w {
+					t.Errorf("%s mode %d part %d:\n%s\nwant\n%s", f, mode, i, got, w)
+				}
 			}
 		}
 	}
-	if !skippedSome {
-		t.Error("no testdata message has an attachment to skip")
+	if left == 0 || zips == 0 {
+		t.Errorf("testdata lacks an attachment (%d) or a zip (%d) to show the difference", left, zips)
+	}
+}
+
+// The type of an attachment is detected from the start of its encoded
+// body, however it is cut: after a line, or in a body of one long line.
+func TestEncodedHead(t *testing.T) {
+	exe := append([]byte("MZ\x90\x00"), bytes.Repeat([]byte{0xcc}, 5000)...)
+	enc := base64.StdEncoding.EncodeToString(exe)
+	var wrapped strings.Builder
+	for s := enc; len(s) > 0; s = s[min(76, len(s)):] {
+		wrapped.WriteString(s[:min(76, len(s))] + "\r\n")
+	}
+	for name, body := range map[string]string{"lines": wrapped.String(), "one line": enc + "\r\n"} {
+		msg := "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n" +
+			"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body + "--b--\r\n"
+		m, err := Parse(strings.NewReader(msg), int64(len(msg)), Limits{Attachments: SniffAttachments})
+		if err != nil || len(m.Parts) != 2 {
+			t.Fatalf("%s: %v, %d parts", name, err, len(m.Parts))
+		}
+		if p := m.Parts[1]; p.Detected != "application/x-msdownload" || p.Content != nil {
+			t.Errorf("%s: detected %q, %d bytes of content", name, p.Detected, len(p.Content))
+		}
 	}
 }
 

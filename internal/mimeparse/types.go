@@ -13,14 +13,28 @@ type Limits struct {
 	MaxParts      int   // most parts in all
 	MaxHeaderSize int64 // largest header section (message or part)
 	MaxParseSize  int64 // larger messages are not parsed (Message.Skipped)
-	// SkipAttachmentContent: in a multipart message, a part that is
-	// neither text (Part.Text) nor an attached message is read for its
-	// header only; its Content is nil and Detected empty, and damage to
-	// its encoding goes unnoticed. For when only text parts are read
-	// (SURBL, body rules): decoding a 200 KB attachment costs more than
-	// the rest of the parse.
-	SkipAttachmentContent bool
+	// Attachments says how much of the parts of a multipart message
+	// that are neither text (Part.Text) nor attached messages is
+	// decoded: all of it (the default), enough to detect its type, or
+	// none. Decoding a 200 KB attachment costs more than the rest of
+	// the parse, and most filters read text parts or the raw message.
+	Attachments AttachmentContent
 }
+
+// AttachmentContent is how much of an attachment the parse decodes.
+type AttachmentContent int
+
+const (
+	// DecodeAttachments: all of it, in Part.Content.
+	DecodeAttachments AttachmentContent = iota
+	// SniffAttachments: its first bytes, for Part.Detected; Content is
+	// nil, except for a zip archive (whose files are looked into), which
+	// is decoded whole. Damage to the encoding past those first bytes
+	// goes unnoticed.
+	SniffAttachments
+	// SkipAttachments: its header only; Content is nil, Detected empty.
+	SkipAttachments
+)
 
 // Message is the parsed form content filters read. It is plain data, so
 // filter tests can build one directly.
