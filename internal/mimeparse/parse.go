@@ -333,13 +333,22 @@ func (w *walker) decode(r io.Reader, depth int) error {
 // content is read, or its header cannot be read alone: then it reports
 // false and adds nothing.
 func (w *walker) attachment(hdr, body io.Reader, depth int) (bool, error) {
-	in := hdr
+	h, err := io.ReadAll(hdr)
+	if err != nil {
+		return false, err
+	}
+	if containsFold(h, "text/") || containsFold(h, "message/") || containsFold(h, "multipart/") {
+		// Most likely a part to decode whole: spare enmime a first
+		// reading of its header (a wrong guess costs time only).
+		return false, nil
+	}
+	var in io.Reader = bytes.NewReader(h)
 	if w.lim.Attachments == SniffAttachments {
 		head, err := encodedHead(body)
 		if err != nil {
 			return false, err
 		}
-		in = io.MultiReader(hdr, bytes.NewReader(head))
+		in = io.MultiReader(in, bytes.NewReader(head))
 	}
 	er := &errReader{r: in}
 	root, err := readParts(er)

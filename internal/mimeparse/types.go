@@ -34,6 +34,8 @@ const (
 	SniffAttachments
 	// SkipAttachments: its header only; Content is nil, Detected empty.
 	SkipAttachments
+	// (With both, a part whose header names a text, message or multipart
+	// type, a text/csv attachment say, is decoded whole all the same.)
 )
 
 // Message is the parsed form content filters read. It is plain data, so

@@ -32,18 +32,25 @@ func benchMessages(b *testing.B) map[Kind][]byte {
 	return out
 }
 
+// BenchmarkMIMEParse: each kind of message, with attachments decoded
+// whole, sniffed (filters.attachments on) and skipped (off).
 func BenchmarkMIMEParse(b *testing.B) {
+	modes := map[string]mimeparse.AttachmentContent{
+		"decode": mimeparse.DecodeAttachments, "sniff": mimeparse.SniffAttachments, "skip": mimeparse.SkipAttachments,
+	}
 	for k, m := range benchMessages(b) {
-		b.Run(string(k), func(b *testing.B) {
-			b.SetBytes(int64(len(m)))
-			b.ReportAllocs()
-			for b.Loop() {
-				msg, err := mimeparse.Parse(bytes.NewReader(m), int64(len(m)), mimeparse.Limits{})
-				if err != nil || msg.Malformed != "" {
-					b.Fatalf("%v %q", err, msg.Malformed)
+		for name, mode := range modes {
+			b.Run(string(k)+"/"+name, func(b *testing.B) {
+				b.SetBytes(int64(len(m)))
+				b.ReportAllocs()
+				for b.Loop() {
+					msg, err := mimeparse.Parse(bytes.NewReader(m), int64(len(m)), mimeparse.Limits{Attachments: mode})
+					if err != nil || msg.Malformed != "" {
+						b.Fatalf("%v %q", err, msg.Malformed)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
