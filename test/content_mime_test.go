@@ -115,6 +115,15 @@ func TestMIMEAttachments(t *testing.T) {
 		"Message refused: attachment documents.zip is not allowed (scan/invoice.scr inside: scr)", "zip@example.net")
 	stateDecision(t, g, "127.0.3.2", "attachments", `zip entry "scan/invoice.scr"`)
 
+	// A message in a digest that declares no type is a message (RFC 2046
+	// §5.1.5), attachments and all, not a text part.
+	inner := mimeMessage("mallory@example.net", "Run this.", "tool.scr", "application/octet-stream", mimeExe)
+	digest := "From: list@example.net\r\nTo: bob@example.com\r\nSubject: digest\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/digest; boundary=\"dg\"\r\n\r\n--dg\r\n\r\n" + inner + "--dg--\r\n"
+	err = mimeSend(t, "127.0.3.2", addr, "list@example.net", digest)
+	mimeRefused(t, up, "exe in a digest's message", err, 554, "5.7.1",
+		"Message refused: attachment tool.scr is not allowed (scr)", "list@example.net")
+
 	// Nested too deep to parse: the raw file names are judged.
 	bomb := strings.Replace(mimeBomb("deep@example.net", 30), "Content-Type: text/plain\r\n",
 		"Content-Type: application/octet-stream; name=\"payload.exe\"\r\n", 1)

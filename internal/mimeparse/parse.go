@@ -82,8 +82,8 @@ func Parse(r io.Reader, size int64, lim Limits) (*Message, error) {
 	at := func(off, n int64) io.Reader { return io.NewSectionReader(ra, start+off, n) }
 	var w walker
 	w.lim = lim
-	if b := multipartBoundary(top.raw); b != "" {
-		res, err := scanBody(lr, top.first, top.size, b, lim, lim.MaxParseSize)
+	if b, digest := multipartType(top.raw); b != "" {
+		res, err := scanBody(lr, top.first, top.size, b, digest, lim, lim.MaxParseSize)
 		if err != nil {
 			return nil, err
 		}
@@ -96,6 +96,7 @@ func Parse(r io.Reader, size int64, lim Limits) (*Message, error) {
 			return m, nil
 		}
 		for _, l := range res.leaves {
+			w.inDigest = l.inDigest
 			hdr := func() io.Reader {
 				h := at(l.hdrStart, l.hdrEnd-l.hdrStart)
 				if l.noSeparator {
@@ -310,6 +311,8 @@ type walker struct {
 	lim   Limits
 	parts []Part
 	bad   string
+	// inDigest: the leaf being decoded is a part of a multipart/digest.
+	inDigest bool
 }
 
 // decode has enmime decode one leaf part (header and body) at depth.
@@ -358,7 +361,7 @@ func (w *walker) attachment(hdr, body io.Reader, depth int) (bool, error) {
 	if err != nil || root == nil || root.FirstChild != nil {
 		return false, nil
 	}
-	p := leaf(root, depth)
+	p := leaf(root, depth, w.inDigest)
 	if p.Text || p.ContentType == "message/rfc822" || strings.HasPrefix(p.ContentType, "multipart/") ||
 		p.Detected == "application/zip" && w.lim.Attachments == SniffAttachments {
 		return false, nil
@@ -412,7 +415,7 @@ func (w *walker) walk(p *enmime.Part, depth int) {
 	if p.Boundary != "" && len(p.Content) == 0 && strings.HasPrefix(p.ContentType, "multipart/") {
 		return // an empty multipart
 	}
-	w.parts = append(w.parts, leaf(p, depth))
+	w.parts = append(w.parts, leaf(p, depth, w.inDigest && p.Parent == nil))
 	if last := &w.parts[len(w.parts)-1]; last.ContentType == "message/rfc822" {
 		w.attachedMessage(last.Content, depth)
 	}
@@ -455,9 +458,14 @@ func (w *walker) fail(reason string) {
 }
 
 // leaf converts one of enmime's leaf parts.
-func leaf(p *enmime.Part, depth int) Part {
+func leaf(p *enmime.Part, depth int, inDigest bool) Part {
 	ct := strings.ToLower(p.ContentType)
-	if ct == "" {
+	switch {
+	case inDigest && p.Header.Get("Content-Type") == "":
+		// RFC 2046 §5.1.5 (enmime would say text/plain): a message
+		// hidden in a digest is read as the message it is.
+		ct = "message/rfc822"
+	case ct == "":
 		ct = "text/plain"
 	}
 	disp := strings.ToLower(p.Disposition)

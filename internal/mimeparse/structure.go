@@ -42,11 +42,15 @@ type leafSpan struct {
 	noSeparator        bool
 	bodyStart, bodyEnd int64
 	depth              int
+	// inDigest: the part is one of a multipart/digest, so a message
+	// when it declares no type.
+	inDigest bool
 }
 
 // scanEntry is an open multipart.
 type scanEntry struct {
-	delim []byte // "--boundary"
+	delim  []byte // "--boundary"
+	digest bool   // multipart/digest
 }
 
 type scanMode int
@@ -79,28 +83,36 @@ type scanner struct {
 // type with a boundary parameter is a leaf, as mail clients read it).
 // hdr is the raw header section.
 func multipartBoundary(hdr []byte) string {
+	b, _ := multipartType(hdr)
+	return b
+}
+
+// multipartType is multipartBoundary, and whether the multipart is a
+// multipart/digest, whose parts are messages unless they say otherwise
+// (RFC 2046 §5.1.5).
+func multipartType(hdr []byte) (boundary string, digest bool) {
 	if !containsFold(hdr, "multipart/") {
 		// Most messages: no multipart type to find, nothing to parse.
 		// (An unfolded header cannot make the word: unfolding keeps
 		// the white space.)
-		return ""
+		return "", false
 	}
 	// The reader and media type parser enmime uses, so that both agree on
 	// which Content-Type field counts and how it is unfolded: a part this
 	// scan calls a leaf is never a multipart for enmime.
 	h, err := enmime.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n\r\n"))), nopCollector{})
 	if err != nil {
-		return ""
+		return "", false
 	}
 	ctype := h.Get("Content-Type")
 	if ctype == "" {
-		return ""
+		return "", false
 	}
 	mtype, params, _, err := mediatype.Parse(ctype)
 	if err != nil || !strings.HasPrefix(mtype, "multipart/") {
-		return ""
+		return "", false
 	}
-	return params["boundary"]
+	return params["boundary"], mtype == "multipart/digest"
 }
 
 type nopCollector struct{}
@@ -109,7 +121,7 @@ func (nopCollector) AddError(string, string, ...any)   {}
 func (nopCollector) AddWarning(string, string, ...any) {}
 
 // push opens a multipart.
-func (s *scanner) push(boundary string) {
+func (s *scanner) push(boundary string, digest bool) {
 	if len(s.stack)+1 > s.lim.MaxDepth {
 		s.bad = fmt.Sprintf("multipart nesting deeper than %d levels", s.lim.MaxDepth)
 		return
@@ -118,7 +130,7 @@ func (s *scanner) push(boundary string) {
 		s.bad = fmt.Sprintf("multipart boundary longer than %d characters", maxBoundary)
 		return
 	}
-	s.stack = append(s.stack, scanEntry{delim: []byte("--" + boundary)})
+	s.stack = append(s.stack, scanEntry{delim: []byte("--" + boundary), digest: digest})
 	s.mode = inPreamble
 }
 
@@ -179,7 +191,7 @@ func (s *scanner) line(ln *textLine, off int64) {
 		}
 		s.mode = inPartHeader
 		s.hdr = s.hdr[:0]
-		s.cur = leafSpan{hdrStart: off + int64(n), depth: len(s.stack)}
+		s.cur = leafSpan{hdrStart: off + int64(n), depth: len(s.stack), inDigest: s.stack[i].digest}
 		return
 	}
 	if s.mode != inPartHeader {
@@ -189,8 +201,8 @@ func (s *scanner) line(ln *textLine, off int64) {
 		s.mode = inBody
 		s.cur.hdrEnd = off + int64(n)
 		s.cur.bodyStart = s.cur.hdrEnd
-		if b := multipartBoundary(s.hdr); b != "" {
-			s.push(b)
+		if b, digest := multipartType(s.hdr); b != "" {
+			s.push(b, digest)
 		}
 		return
 	}
@@ -300,9 +312,9 @@ type scanResult struct {
 // whose top-level boundary is given and which starts at offset start
 // (with the line first, if set). It stops at a read error, or once more
 // than limit bytes were read.
-func scanBody(lr *lineReader, first *textLine, start int64, boundary string, lim Limits, limit int64) (scanResult, error) {
+func scanBody(lr *lineReader, first *textLine, start int64, boundary string, digest bool, lim Limits, limit int64) (scanResult, error) {
 	s := &scanner{lim: lim}
-	s.push(boundary)
+	s.push(boundary, digest)
 	if first != nil && s.bad == "" {
 		s.line(first, start)
 		s.prevEOL = first.eol()
