@@ -149,6 +149,10 @@ type Transaction struct {
 	// Headers to prepend to the message for the upstream, in order
 	// (each a complete "Name: value\r\n" field).
 	AddHeaders []string
+	// Received is the gateway's own Received field for this message,
+	// set before the data stage; it goes upstream below AddHeaders. A
+	// filter that hands the message on (spamd) sends it the same way.
+	Received string
 	// AuthResults are the sender authentication results (SPF now; DKIM
 	// and DMARC at DATA) for the Authentication-Results header and for
 	// filters keyed on a validated domain.

@@ -3,19 +3,31 @@ package pipeline
 import (
 	"crypto/tls"
 	"strings"
+	"time"
 
 	"mailgate/smtpd"
 )
 
-// heloCleaner drops what would change the structure of the Received field.
-var heloCleaner = strings.NewReplacer("(", "", ")", "", ";", "")
+// heloCleaner drops what would change the structure of the Received
+// field: a HELO of "evil (x) [1.2.3.4]" must not read as another host or
+// address to the servers and spam scorers that parse the field.
+var heloCleaner = strings.NewReplacer("(", "", ")", "", ";", "", "[", "", "]", "", " ", "")
 
-// receivedHeader is the gateway's own trace field (RFC 5321 §4.4), with
-// the TLS version and cipher the client used, folded at 78 columns.
+// receivedHeader is the gateway's own trace field for the transaction.
 func (h *handler) receivedHeader() string {
-	s := h.s
+	return ReceivedField(h.g.Hostname, h.s, h.t, h.messageID(), h.g.now())
+}
+
+// ReceivedField is the gateway's own trace field (RFC 5321 §4.4) for a
+// message of transaction t from session s, received by host at now with
+// queue id id, with the TLS version and cipher the client used, folded
+// at 78 columns.
+func ReceivedField(host string, s *Session, t *Transaction, id string, now time.Time) string {
 	helo := smtpd.Sanitize(s.Helo, 255)
 	helo = heloCleaner.Replace(helo)
+	if helo == "" {
+		helo = "unknown"
+	}
 	ip := s.ClientIP().String()
 	if s.ClientIP().Is6() {
 		ip = "IPv6:" + ip
@@ -36,15 +48,15 @@ func (h *handler) receivedHeader() string {
 	if s.TLS != nil {
 		parts = append(parts, "(using "+tlsVersion(s.TLS.Version)+" with cipher "+tls.CipherSuiteName(s.TLS.CipherSuite)+")")
 	}
-	parts = append(parts, "by "+h.g.Hostname, "with "+with, "id "+h.messageID())
-	if len(h.t.Rcpts) == 1 {
+	parts = append(parts, "by "+host, "with "+with, "id "+id)
+	if len(t.Rcpts) == 1 {
 		// Only for a single recipient: naming several would disclose
 		// Bcc recipients to each other (RFC 5321 §7.2).
-		parts = append(parts, "for <"+smtpd.Sanitize(h.t.Rcpts[0].String(), 256)+">;")
+		parts = append(parts, "for <"+smtpd.Sanitize(t.Rcpts[0].String(), 256)+">;")
 	} else {
 		parts[len(parts)-1] += ";"
 	}
-	parts = append(parts, h.g.now().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	parts = append(parts, now.Format("Mon, 02 Jan 2006 15:04:05 -0700"))
 	return FoldHeader("Received: ", parts)
 }
 

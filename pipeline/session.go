@@ -263,6 +263,7 @@ func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataRe
 		h.endTxn("rejected at data", &r, "")
 		return r
 	}
+	t.Received = h.receivedHeader()
 	if v := h.g.Pipeline.Data(ctx, h.s, t, msg); v.Action == Reject || v.Action == Tempfail {
 		h.endTxn("rejected at data", &v.Reply, "")
 		return v.Reply
@@ -270,7 +271,7 @@ func (h *handler) Data(ctx context.Context, msg *smtpd.Message, res smtpd.DataRe
 
 	// Filters' trace fields (Received-SPF) go above our Received, as RFC
 	// 7208 §9.1 asks.
-	header := strings.Join(t.AddHeaders, "") + h.receivedHeader()
+	header := strings.Join(t.AddHeaders, "") + t.Received
 	if r := h.ensureUpstreamForData(ctx); r != nil {
 		h.endTxn("tempfailed", r, "")
 		return *r

@@ -406,6 +406,8 @@ func explain(c *config.Config, a *explainArgs, stderr io.Writer) (*explainReport
 	if msg != nil {
 		ctx, cancel := stageCtx(c.Limits.Timeouts.Data.D() + timeout)
 		n := len(t.Decisions)
+		// As a session would: spamd is handed the message with it.
+		t.Received = pipeline.ReceivedField(c.Hostname, s, t, "explain", time.Now())
 		v := p.Data(ctx, s, t, msg)
 		cancel()
 		st := explainStage{Stage: "data", Arg: fmt.Sprintf("%d bytes", msg.Size()), Decisions: decisionsOf(t.Decisions[n:])}

@@ -18,7 +18,6 @@ func wireSpamd(c *config.Config, d deps) (wired, error) {
 		MaxSize:     int64(s.MaxSize),
 		Timeout:     s.Timeout.D(),
 		OnError:     s.OnError,
-		Hostname:    c.Hostname,
 		Log:         d.log,
 	})
 	if err != nil {

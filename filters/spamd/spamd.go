@@ -36,7 +36,6 @@ import (
 
 	"mailgate/internal/spamc"
 	"mailgate/pipeline"
-	"mailgate/smtpd"
 )
 
 // Failure policies (on_error).
@@ -70,9 +69,6 @@ type Config struct {
 	// (default; the message goes on unscored, logged) or tempfail
 	// (451 4.7.1, the sender retries).
 	OnError string
-	// Hostname is the gateway's name, the "by" of the Received field
-	// spamd sees ("": none is added).
-	Hostname string
 	// Log receives the warnings of the accept policy; nil discards them.
 	Log *slog.Logger
 }
@@ -130,7 +126,10 @@ func (f *Filter) Data(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 		return pipeline.PassBecause("authenticated client is not scored")
 	}
 
-	prefix := strings.Join(t.AddHeaders, "") + f.received(s)
+	// As the internal server will get it: the filters' fields and the
+	// gateway's Received, from which SpamAssassin finds the last
+	// untrusted relay (the one its network rules judge).
+	prefix := strings.Join(t.AddHeaders, "") + t.Received
 	size, err := f.size(t, m, int64(len(prefix)))
 	if err != nil {
 		return f.failed(s, err)
@@ -237,39 +236,6 @@ func forgedVerdict(name string, _ []byte) bool {
 		}
 	}
 	return false
-}
-
-// heloCleaner drops what would change the structure of the Received
-// field (SpamAssassin parses it word by word).
-var heloCleaner = strings.NewReplacer("(", "", ")", "", ";", "", "[", "", "]", "", " ", "")
-
-// received is a Received field for the client's connection, as the
-// internal server will get it from the pipeline: SpamAssassin finds the
-// last untrusted relay (the one its network rules judge) from it.
-func (f *Filter) received(s *pipeline.Session) string {
-	ip := s.ClientIP()
-	if f.c.Hostname == "" || !ip.IsValid() {
-		return ""
-	}
-	addr := ip.String()
-	if ip.Is6() {
-		addr = "IPv6:" + addr
-	}
-	helo := heloCleaner.Replace(smtpd.Sanitize(s.Helo, 255))
-	if helo == "" {
-		helo = "unknown"
-	}
-	with := "SMTP"
-	if s.Extended {
-		with = "ESMTP"
-		if s.TLS != nil {
-			with += "S"
-		}
-	}
-	return pipeline.FoldHeader("Received: ", []string{
-		"from " + helo, "(" + strings.TrimSpace(s.ClientHostname+" ["+addr+"]") + ")",
-		"by " + f.c.Hostname, "with " + with + ";", time.Now().Format(time.RFC1123Z),
-	})
 }
 
 // Ensure the filter implements the stage it runs at.
