@@ -189,6 +189,16 @@ func (t *Transaction) AddDropHeader(drop func(name string, field []byte) bool) {
 	t.DropHeader = func(name string, field []byte) bool { return prev(name, field) || drop(name, field) }
 }
 
+// AuthResult.Result values (RFC 8601 §2.7) that filters produce and read
+// across methods; SPF's softfail and neutral are its own.
+const (
+	ResultPass      = "pass"
+	ResultFail      = "fail"
+	ResultNone      = "none"
+	ResultTempError = "temperror"
+	ResultPermError = "permerror"
+)
+
 // AuthResult is one method's result (RFC 8601 terms).
 type AuthResult struct {
 	Method string // "spf", "dkim", "dmarc"

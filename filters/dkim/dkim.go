@@ -79,16 +79,6 @@ func New(c Config) (*Filter, error) {
 func (*Filter) Name() string        { return "dkim" }
 func (*Filter) Kind() pipeline.Kind { return pipeline.Antispam }
 
-// Result values (RFC 8601 §2.7.1; "neutral" and "policy" are not
-// produced: go-msgauth has no such outcome).
-const (
-	Pass      = "pass"
-	Fail      = "fail"
-	None      = "none"
-	TempError = "temperror"
-	PermError = "permerror"
-)
-
 // Data verifies the signatures and records their results. It never
 // refuses: a failed signature is DMARC's business.
 func (f *Filter) Data(ctx context.Context, s *pipeline.Session, t *pipeline.Transaction, m *pipeline.Message) pipeline.Verdict {
@@ -122,7 +112,7 @@ func (f *Filter) verify(ctx context.Context, m *pipeline.Message) (results []pip
 	// are read here, in the order it finds them.
 	sigs, err := signatureTags(m.Reader(), f.max)
 	if err != nil || len(sigs) == 0 {
-		return []pipeline.AuthResult{{Method: "dkim", Result: None, Reason: "message not signed"}}, ""
+		return []pipeline.AuthResult{{Method: "dkim", Result: pipeline.ResultNone, Reason: "message not signed"}}, ""
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -137,7 +127,7 @@ func (f *Filter) verify(ctx context.Context, m *pipeline.Message) (results []pip
 	case err != nil:
 		// Not a verdict on any one signature (the header could not be
 		// read): nothing the library returned can be trusted.
-		return []pipeline.AuthResult{{Method: "dkim", Result: PermError, Reason: clean(err.Error())}}, ""
+		return []pipeline.AuthResult{{Method: "dkim", Result: pipeline.ResultPermError, Reason: clean(err.Error())}}, ""
 	}
 	for i, v := range verifs {
 		r := pipeline.AuthResult{Method: "dkim", Result: result(v.Err), Domain: cleanName(v.Domain, true)}
@@ -165,17 +155,18 @@ func (f *Filter) verify(ctx context.Context, m *pipeline.Message) (results []pip
 	return results, note
 }
 
-// result maps go-msgauth's verdict on one signature to RFC 8601's.
+// result maps go-msgauth's verdict on one signature to RFC 8601's
+// (never neutral or policy: go-msgauth has no such outcome).
 func result(err error) string {
 	switch {
 	case err == nil:
-		return Pass
+		return pipeline.ResultPass
 	case msgdkim.IsTempFail(err):
-		return TempError // the key could not be fetched now
+		return pipeline.ResultTempError // the key could not be fetched now
 	case msgdkim.IsPermFail(err):
-		return PermError // no key, a malformed signature or key, expired
+		return pipeline.ResultPermError // no key, a malformed signature or key, expired
 	}
-	return Fail // the body hash or the signature did not verify
+	return pipeline.ResultFail // the body hash or the signature did not verify
 }
 
 // sigTags is what is recorded of one DKIM-Signature field besides what

@@ -128,15 +128,6 @@ func New(c Config) (*Filter, error) {
 func (*Filter) Name() string        { return "dmarc" }
 func (*Filter) Kind() pipeline.Kind { return pipeline.Antispam }
 
-// Result values (RFC 8601 §2.7.6 / RFC 7489 §11.2).
-const (
-	Pass      = "pass"
-	Fail      = "fail"
-	None      = "none"
-	TempError = "temperror"
-	PermError = "permerror"
-)
-
 // evaluation is one message's DMARC outcome and why.
 type evaluation struct {
 	result string
@@ -155,7 +146,7 @@ func (f *Filter) Data(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 	}
 	e := f.evaluate(ctx, t, m)
 	ar := pipeline.AuthResult{Method: "dmarc", Result: e.result, Domain: e.domain}
-	if e.result != Pass {
+	if e.result != pipeline.ResultPass {
 		// Why it did not pass is worth the internal server's log.
 		ar.Reason = e.reason
 	}
@@ -169,7 +160,7 @@ func (f *Filter) Data(ctx context.Context, s *pipeline.Session, t *pipeline.Tran
 func (f *Filter) evaluate(ctx context.Context, t *pipeline.Transaction, m *pipeline.Message) evaluation {
 	from, err := fromFields(m.Reader())
 	if err != nil {
-		return evaluation{result: PermError, reason: "reading the header: " + err.Error()}
+		return evaluation{result: pipeline.ResultPermError, reason: "reading the header: " + err.Error()}
 	}
 	domain, err := AuthorDomain(from)
 	if errors.Is(err, ErrSeveralFrom) || errors.Is(err, ErrSeveralAuths) {
@@ -179,7 +170,7 @@ func (f *Filter) evaluate(ctx context.Context, t *pipeline.Transaction, m *pipel
 		return f.strictest(ctx, t, authorDomains(from), err)
 	}
 	if err != nil {
-		return evaluation{result: PermError, reason: err.Error()}
+		return evaluation{result: pipeline.ResultPermError, reason: err.Error()}
 	}
 	return f.evaluateDomain(ctx, t, domain)
 }
@@ -188,16 +179,16 @@ func (f *Filter) evaluate(ctx context.Context, t *pipeline.Transaction, m *pipel
 // whose policy acts hardest (a failing p=reject over quarantine over
 // anything else).
 func (f *Filter) strictest(ctx context.Context, t *pipeline.Transaction, domains []string, why error) evaluation {
-	worst := evaluation{result: PermError, reason: why.Error()}
+	worst := evaluation{result: pipeline.ResultPermError, reason: why.Error()}
 	rank := func(e evaluation) int {
 		switch {
-		case e.result == Fail && e.policy == dmarc.PolicyReject:
+		case e.result == pipeline.ResultFail && e.policy == dmarc.PolicyReject:
 			return 4
-		case e.result == Fail && e.policy == dmarc.PolicyQuarantine:
+		case e.result == pipeline.ResultFail && e.policy == dmarc.PolicyQuarantine:
 			return 3
-		case e.result == TempError:
+		case e.result == pipeline.ResultTempError:
 			return 2
-		case e.result == Fail:
+		case e.result == pipeline.ResultFail:
 			return 1
 		}
 		return 0
@@ -220,16 +211,16 @@ func (f *Filter) evaluateDomain(ctx context.Context, t *pipeline.Transaction, do
 	rec, at, err := f.lookup(ctx, domain)
 	switch {
 	case errors.Is(err, errNoPolicy):
-		e.result, e.reason = None, "no DMARC record"
+		e.result, e.reason = pipeline.ResultNone, "no DMARC record"
 		return e
 	case errors.Is(err, errSeveral):
-		e.result, e.reason = None, "several DMARC records at _dmarc."+at+": none applies (RFC 7489 §6.6.3)"
+		e.result, e.reason = pipeline.ResultNone, "several DMARC records at _dmarc."+at+": none applies (RFC 7489 §6.6.3)"
 		return e
 	case errors.Is(err, errTemporary):
-		e.result, e.reason = TempError, err.Error()
+		e.result, e.reason = pipeline.ResultTempError, err.Error()
 		return e
 	case err != nil:
-		e.result, e.reason = PermError, err.Error()
+		e.result, e.reason = pipeline.ResultPermError, err.Error()
 		return e
 	}
 
@@ -252,13 +243,13 @@ func (f *Filter) evaluateDomain(ctx context.Context, t *pipeline.Transaction, do
 	why := spfWhy + ", " + dkimWhy
 	switch {
 	case spfOK || dkimOK:
-		e.result = Pass
+		e.result = pipeline.ResultPass
 	case spfTemp || dkimTemp:
 		// An aligned check could not be completed: the message may well
 		// pass on retry, so it must not fail now.
-		e.result = TempError
+		e.result = pipeline.ResultTempError
 	default:
-		e.result = Fail
+		e.result = pipeline.ResultFail
 	}
 	e.reason = why
 	return e
@@ -347,10 +338,10 @@ func alignedSPF(t *pipeline.Transaction, from string, mode dmarc.AlignmentMode) 
 		return false, false, "spf not checked"
 	case !aligned(mode, from, r.Domain):
 		return false, false, fmt.Sprintf("spf=%s %s not aligned", r.Result, orNone(r.Domain))
-	case r.Result == "pass":
+	case r.Result == pipeline.ResultPass:
 		return true, false, "spf=pass " + r.Domain + " aligned"
 	}
-	return false, r.Result == "temperror", fmt.Sprintf("spf=%s %s", r.Result, r.Domain)
+	return false, r.Result == pipeline.ResultTempError, fmt.Sprintf("spf=%s %s", r.Result, r.Domain)
 }
 
 // alignedDKIM reports whether a DKIM signature of a domain aligned with
@@ -358,17 +349,17 @@ func alignedSPF(t *pipeline.Transaction, from string, mode dmarc.AlignmentMode) 
 func alignedDKIM(t *pipeline.Transaction, from string, mode dmarc.AlignmentMode) (ok, temp bool, why string) {
 	var seen []string
 	for _, r := range t.AuthResults {
-		if r.Method != "dkim" || r.Result == "none" {
+		if r.Method != "dkim" || r.Result == pipeline.ResultNone {
 			continue
 		}
 		if !aligned(mode, from, r.Domain) {
 			seen = append(seen, fmt.Sprintf("dkim=%s d=%s not aligned", r.Result, orNone(r.Domain)))
 			continue
 		}
-		if r.Result == "pass" {
+		if r.Result == pipeline.ResultPass {
 			return true, false, "dkim=pass d=" + r.Domain + " aligned"
 		}
-		temp = temp || r.Result == "temperror"
+		temp = temp || r.Result == pipeline.ResultTempError
 		seen = append(seen, fmt.Sprintf("dkim=%s d=%s", r.Result, r.Domain))
 	}
 	if len(seen) == 0 {
@@ -393,8 +384,8 @@ func (f *Filter) verdict(e evaluation) pipeline.Verdict {
 	reason += ": " + e.reason
 
 	switch e.result {
-	case Fail:
-	case TempError:
+	case pipeline.ResultFail:
+	case pipeline.ResultTempError:
 		if f.tempError == Tempfail {
 			return deferTempError.WithReason(reason)
 		}

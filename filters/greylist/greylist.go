@@ -222,7 +222,7 @@ func (f *Filter) renewPass(ctx context.Context, s *pipeline.Session, key string,
 // "spf:<domain>" for a sender domain SPF vouched for.
 func (f *Filter) clientKey(s *pipeline.Session, t *pipeline.Transaction) (string, bool) {
 	if f.c.KeyOnSPFDomain {
-		if r, ok := t.AuthResult("spf"); ok && r.Result == "pass" && r.Domain != "" {
+		if r, ok := t.AuthResult("spf"); ok && r.Result == pipeline.ResultPass && r.Domain != "" {
 			return "spf:" + strings.ToLower(r.Domain), true
 		}
 	}
