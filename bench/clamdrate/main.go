@@ -24,10 +24,8 @@ import (
 	"log"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"mailgate/bench/internal/mix"
@@ -134,10 +132,7 @@ func main() {
 	for _, e := range firstErrs {
 		log.Print(e)
 	}
-	l := lat[:done]
-	slices.Sort(l)
-	fmt.Printf("RESULT count=%d seconds=%.3f rate=%.1f failures=%d p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f build_seconds=%.2f bytes=%d cpu_ms=%d\n",
-		*count, secs, float64(*count)/secs, failures.Load(), ms(pct(l, 50)), ms(pct(l, 90)), ms(pct(l, 99)), build.Seconds(), bytesTotal, cpuMillis())
+	mix.PrintResult(*count, secs, failures.Load(), lat[:done], build, bytesTotal)
 	if failures.Load() > 0 {
 		os.Exit(1)
 	}
@@ -147,23 +142,4 @@ func usage(msg string) {
 	fmt.Fprintln(os.Stderr, "clamdrate:", msg)
 	flag.Usage()
 	os.Exit(2)
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// cpuMillis is the CPU time (user + system) this process has used, for
-// the benchmark's account of who used the machine during a run.
-func cpuMillis() int64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return -1
-	}
-	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1e6
 }

@@ -31,11 +31,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"mailgate/bench/internal/mix"
@@ -143,10 +141,7 @@ func main() {
 	for _, e := range firstErrs {
 		log.Print(e)
 	}
-	done := lat[:sent]
-	slices.Sort(done)
-	fmt.Printf("RESULT count=%d seconds=%.3f rate=%.1f failures=%d p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f build_seconds=%.2f bytes=%d cpu_ms=%d\n",
-		*count, secs, float64(*count)/secs, failures.Load(), ms(pct(done, 50)), ms(pct(done, 90)), ms(pct(done, 99)), build.Seconds(), bytesTotal, cpuMillis())
+	mix.PrintResult(*count, secs, failures.Load(), lat[:sent], build, bytesTotal)
 	if failures.Load() > 0 {
 		os.Exit(1)
 	}
@@ -163,25 +158,6 @@ func cmpOr(a, b string) string {
 		return a
 	}
 	return b
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// cpuMillis is the CPU time (user + system) this process has used, for
-// the benchmark's account of who used the machine during a run.
-func cpuMillis() int64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return -1
-	}
-	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1e6
 }
 
 // client sends one message per connection.
