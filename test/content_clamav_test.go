@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-smtp"
-
 	"mailgate/internal/clamdtest"
 	"mailgate/internal/recorder"
 )
@@ -25,28 +23,6 @@ func clamavGateway(t *testing.T, address, block string, filters ...string) (*rec
 		extra += "  " + f + "\n"
 	}
 	return plainGateway(t, extra)
-}
-
-// clamavSend sends one message in a session of its own from src, with a
-// sender of its own, and returns the first refusal.
-func clamavSend(t *testing.T, src, addr, from, text string) error {
-	t.Helper()
-	c := client(t, src, addr)
-	defer c.Quit()
-	return send(c, from, []string{"bob@example.com"}, text)
-}
-
-// clamavRefused fails unless err is a refusal with code, enhanced code and
-// text, and the upstream got nothing from sender.
-func clamavRefused(t *testing.T, up *recorder.Server, what string, err error, code int, enhanced, text, from string) {
-	t.Helper()
-	wantCode(t, what, err, code, enhanced)
-	if msg := err.(*smtp.SMTPError).Message; msg != text {
-		t.Fatalf("%s: reply text %q, want %q", what, msg, text)
-	}
-	if got := stateFrom(up, from); len(got) != 0 {
-		t.Fatalf("%s: the refused message reached the upstream", what)
-	}
 }
 
 const clamavVirusText = "Message refused: virus found (" + clamdtest.Signature + ")"
@@ -68,10 +44,10 @@ func TestClamAVVirusRefused(t *testing.T) {
 				}
 				from = "trusted@example.net"
 			}
-			err := clamavSend(t, "127.0.4.1", addr, from, m.Text)
+			err := sendOne(t, "127.0.4.1", addr, from, m.Text)
 			what := m.Name + " from " + from
 			if m.Virus {
-				clamavRefused(t, up, what, err, 554, "5.7.1", clamavVirusText, from)
+				refusedUndelivered(t, up, what, err, 554, "5.7.1", clamavVirusText, from)
 				continue
 			}
 			if err != nil {
@@ -98,7 +74,7 @@ func TestClamAVDown(t *testing.T) {
 		t.Fatalf("messages: %s, %s", virus.Name, clean.Name)
 	}
 
-	if err := clamavSend(t, "127.0.4.2", addr, "before@example.net", clean.Text); err != nil {
+	if err := sendOne(t, "127.0.4.2", addr, "before@example.net", clean.Text); err != nil {
 		t.Fatalf("clamd up: %v", err)
 	}
 	stateGot(t, up, "before@example.net", "bob@example.com")
@@ -106,7 +82,7 @@ func TestClamAVDown(t *testing.T) {
 	d.Stop()
 	for _, m := range []clamdtest.Message{clean, virus} {
 		from := "down-" + m.Name + "@example.net"
-		clamavRefused(t, up, m.Name+" while clamd is down", clamavSend(t, "127.0.4.2", addr, from, m.Text),
+		refusedUndelivered(t, up, m.Name+" while clamd is down", sendOne(t, "127.0.4.2", addr, from, m.Text),
 			451, "4.3.0", clamavDownText, from)
 	}
 	if !strings.Contains(g.Log.String(), `"reason":"clamd unavailable: clamd: dial tcp`) {
@@ -114,11 +90,11 @@ func TestClamAVDown(t *testing.T) {
 	}
 
 	d.Start()
-	if err := clamavSend(t, "127.0.4.2", addr, "after@example.net", clean.Text); err != nil {
+	if err := sendOne(t, "127.0.4.2", addr, "after@example.net", clean.Text); err != nil {
 		t.Fatalf("clamd restarted: %v", err)
 	}
 	stateGot(t, up, "after@example.net", "bob@example.com")
-	clamavRefused(t, up, "virus after the restart", clamavSend(t, "127.0.4.2", addr, "virus@example.net", virus.Text),
+	refusedUndelivered(t, up, "virus after the restart", sendOne(t, "127.0.4.2", addr, "virus@example.net", virus.Text),
 		554, "5.7.1", clamavVirusText, "virus@example.net")
 	stateTotal(t, up, 2)
 }
@@ -130,7 +106,7 @@ func TestClamAVDownAccept(t *testing.T) {
 	d := clamdtest.Start(t)
 	d.Stop()
 	up, addr, g := clamavGateway(t, d.Unix(), ", on_error: accept")
-	if err := clamavSend(t, "127.0.4.3", addr, "unscanned@example.net", testMessage); err != nil {
+	if err := sendOne(t, "127.0.4.3", addr, "unscanned@example.net", testMessage); err != nil {
 		t.Fatalf("clamd down, on_error accept: %v", err)
 	}
 	stateGot(t, up, "unscanned@example.net", "bob@example.com")
@@ -143,6 +119,6 @@ func TestClamAVDownAccept(t *testing.T) {
 	}
 
 	d.Start()
-	clamavRefused(t, up, "virus with clamd back", clamavSend(t, "127.0.4.3", addr, "virus@example.net", "Subject: x\r\n\r\n"+clamdtest.EICAR()+"\r\n"),
+	refusedUndelivered(t, up, "virus with clamd back", sendOne(t, "127.0.4.3", addr, "virus@example.net", "Subject: x\r\n\r\n"+clamdtest.EICAR()+"\r\n"),
 		554, "5.7.1", clamavVirusText, "virus@example.net")
 }

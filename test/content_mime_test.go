@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"mailgate/internal/recorder"
 )
 
@@ -60,27 +58,6 @@ func mimeZip(t *testing.T, name string, data []byte) []byte {
 	return b.Bytes()
 }
 
-// mimeSend sends one message in a session of its own from src.
-func mimeSend(t *testing.T, src, addr, from, msg string) error {
-	t.Helper()
-	c := client(t, src, addr)
-	defer c.Quit()
-	return send(c, from, []string{"bob@example.com"}, msg)
-}
-
-// mimeRefused fails unless err is a refusal with code, enhanced code and
-// text, and nothing from sender reached the upstream.
-func mimeRefused(t *testing.T, up *recorder.Server, what string, err error, code int, enhanced, text, from string) {
-	t.Helper()
-	wantCode(t, what, err, code, enhanced)
-	if msg := err.(*smtp.SMTPError).Message; msg != text {
-		t.Fatalf("%s: reply text %q, want %q", what, msg, text)
-	}
-	if got := stateFrom(up, from); len(got) != 0 {
-		t.Fatalf("%s: the refused message reached the upstream", what)
-	}
-}
-
 // mimeDelivered fails unless the upstream got exactly one message from
 // sender, and returns it.
 func mimeDelivered(t *testing.T, up *recorder.Server, what string, err error, from string) []byte {
@@ -99,19 +76,19 @@ func TestMIMEAttachments(t *testing.T) {
 	t.Parallel()
 	up, addr, g := plainGateway(t, "filters:\n  attachments: {}\n  senders: {allow: [trusted@example.net]}\n")
 
-	err := mimeSend(t, "127.0.3.1", addr, "exe@example.net",
+	err := sendOne(t, "127.0.3.1", addr, "exe@example.net",
 		mimeMessage("exe@example.net", "Your invoice.", "invoice.pdf.exe", "application/octet-stream", mimeExe))
-	mimeRefused(t, up, "exe attachment", err, 554, "5.7.1",
+	refusedUndelivered(t, up, "exe attachment", err, 554, "5.7.1",
 		"Message refused: attachment invoice.pdf.exe is not allowed (exe)", "exe@example.net")
 
-	err = mimeSend(t, "127.0.3.1", addr, "trusted@example.net",
+	err = sendOne(t, "127.0.3.1", addr, "trusted@example.net",
 		mimeMessage("trusted@example.net", "From a friend.", "SETUP.EXE", "application/x-msdownload", mimeExe))
-	mimeRefused(t, up, "exe from an allow-listed sender", err, 554, "5.7.1",
+	refusedUndelivered(t, up, "exe from an allow-listed sender", err, 554, "5.7.1",
 		"Message refused: attachment SETUP.EXE is not allowed (exe)", "trusted@example.net")
 
-	err = mimeSend(t, "127.0.3.2", addr, "zip@example.net",
+	err = sendOne(t, "127.0.3.2", addr, "zip@example.net",
 		mimeMessage("zip@example.net", "Documents attached.", "documents.zip", "application/zip", mimeZip(t, "scan/invoice.scr", mimeExe)))
-	mimeRefused(t, up, "exe in a zip", err, 554, "5.7.1",
+	refusedUndelivered(t, up, "exe in a zip", err, 554, "5.7.1",
 		"Message refused: attachment documents.zip is not allowed (scan/invoice.scr inside: scr)", "zip@example.net")
 	stateDecision(t, g, "127.0.3.2", "attachments", `zip entry "scan/invoice.scr"`)
 
@@ -120,19 +97,19 @@ func TestMIMEAttachments(t *testing.T) {
 	inner := mimeMessage("mallory@example.net", "Run this.", "tool.scr", "application/octet-stream", mimeExe)
 	digest := "From: list@example.net\r\nTo: bob@example.com\r\nSubject: digest\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/digest; boundary=\"dg\"\r\n\r\n--dg\r\n\r\n" + inner + "--dg--\r\n"
-	err = mimeSend(t, "127.0.3.2", addr, "list@example.net", digest)
-	mimeRefused(t, up, "exe in a digest's message", err, 554, "5.7.1",
+	err = sendOne(t, "127.0.3.2", addr, "list@example.net", digest)
+	refusedUndelivered(t, up, "exe in a digest's message", err, 554, "5.7.1",
 		"Message refused: attachment tool.scr is not allowed (scr)", "list@example.net")
 
 	// Nested too deep to parse: the raw file names are judged.
 	bomb := strings.Replace(mimeBomb("deep@example.net", 30), "Content-Type: text/plain\r\n",
 		"Content-Type: application/octet-stream; name=\"payload.exe\"\r\n", 1)
-	err = mimeSend(t, "127.0.3.2", addr, "deep@example.net", bomb)
-	mimeRefused(t, up, "exe in a bomb", err, 554, "5.7.1",
+	err = sendOne(t, "127.0.3.2", addr, "deep@example.net", bomb)
+	refusedUndelivered(t, up, "exe in a bomb", err, 554, "5.7.1",
 		"Message refused: attachment payload.exe is not allowed (exe)", "deep@example.net")
 
 	msg := mimeMessage("pdf@example.net", "The report.", "report.pdf", "application/pdf", mimePDF)
-	got := mimeDelivered(t, up, "clean PDF", mimeSend(t, "127.0.3.3", addr, "pdf@example.net", msg), "pdf@example.net")
+	got := mimeDelivered(t, up, "clean PDF", sendOne(t, "127.0.3.3", addr, "pdf@example.net", msg), "pdf@example.net")
 	if !bytes.Contains(got, []byte(msg)) {
 		t.Errorf("the upstream got a different message:\n%s", got)
 	}
@@ -155,7 +132,7 @@ func TestMIMEContentRules(t *testing.T) {
 	body := base64.StdEncoding.EncodeToString([]byte("Dear Bob,\r\nplease make the Wire Transfer today, it is URGENT.\r\n"))
 	msg := "From: ceo@example.net\r\nTo: bob@example.com\r\nSubject: payment\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body + "\r\n"
-	mimeRefused(t, up, "deny_body", mimeSend(t, "127.0.3.4", addr, "ceo@example.net", msg), 554, "5.7.1",
+	refusedUndelivered(t, up, "deny_body", sendOne(t, "127.0.3.4", addr, "ceo@example.net", msg), 554, "5.7.1",
 		"Message refused by content policy", "ceo@example.net")
 	d := stateDecision(t, g, "127.0.3.4", "content", "deny_body[0]")
 	if r := d["reason"].(string); !strings.Contains(r, "line 2 of part 1") {
@@ -163,20 +140,20 @@ func TestMIMEContentRules(t *testing.T) {
 	}
 
 	msg = "From: a@example.net\r\nTo: bob@example.com\r\nSubject: the CODEWORD\r\n\r\nhello\r\n"
-	mimeRefused(t, up, "deny_headers", mimeSend(t, "127.0.3.5", addr, "hdr@example.net", msg), 554, "5.7.1",
+	refusedUndelivered(t, up, "deny_headers", sendOne(t, "127.0.3.5", addr, "hdr@example.net", msg), 554, "5.7.1",
 		"Message refused by content policy", "hdr@example.net")
 	stateDecision(t, g, "127.0.3.5", "content", "deny_headers[0]")
 
 	// With no attachments filter, attachments are read for their header
 	// only (filters.mime): the text part beside one is still read.
 	msg = mimeMessage("att@example.net", "Please make the wire transfer, it is urgent.", "doc.pdf", "application/pdf", mimePDF)
-	mimeRefused(t, up, "deny_body beside an attachment", mimeSend(t, "127.0.3.9", addr, "att@example.net", msg), 554, "5.7.1",
+	refusedUndelivered(t, up, "deny_body beside an attachment", sendOne(t, "127.0.3.9", addr, "att@example.net", msg), 554, "5.7.1",
 		"Message refused by content policy", "att@example.net")
 	if r := stateDecision(t, g, "127.0.3.9", "content", "deny_body[0]")["reason"].(string); !strings.Contains(r, "line 1 of part 1") {
 		t.Errorf("decision reason %q", r)
 	}
 
-	mimeDelivered(t, up, "clean", mimeSend(t, "127.0.3.5", addr, "clean@example.net", testMessage), "clean@example.net")
+	mimeDelivered(t, up, "clean", sendOne(t, "127.0.3.5", addr, "clean@example.net", testMessage), "clean@example.net")
 	stateTotal(t, up, 1)
 }
 
@@ -205,12 +182,12 @@ func TestMIMEBomb(t *testing.T) {
 			up, addr, _ := plainGateway(t, fmt.Sprintf("filters:\n  mime: {malformed: %s}\n  content: {deny_body: [nothing-matches-this]}\n", policy))
 			from := "bomb-" + policy + "@example.net"
 			start := time.Now()
-			err := mimeSend(t, src, addr, from, mimeBomb(from, 30))
+			err := sendOne(t, src, addr, from, mimeBomb(from, 30))
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("the bomb took %v", d)
 			}
 			if policy == "reject" {
-				mimeRefused(t, up, "bomb", err, 554, "5.6.0",
+				refusedUndelivered(t, up, "bomb", err, 554, "5.6.0",
 					"Message refused: malformed MIME structure (multipart nesting deeper than 10 levels)", from)
 				return
 			}
@@ -231,7 +208,7 @@ func TestMIMEShadow(t *testing.T) {
 	t.Parallel()
 	up, addr, g := plainGateway(t, "filters:\n  attachments: {mode: shadow, deny_extensions: [exe], deny_types: [application/x-msdownload]}\n")
 	msg := mimeMessage("shadow@example.net", "Try this.", "tool.exe", "application/octet-stream", mimeExe)
-	mimeDelivered(t, up, "exe in shadow mode", mimeSend(t, "127.0.3.8", addr, "shadow@example.net", msg), "shadow@example.net")
+	mimeDelivered(t, up, "exe in shadow mode", sendOne(t, "127.0.3.8", addr, "shadow@example.net", msg), "shadow@example.net")
 	d := stateDecision(t, g, "127.0.3.8", "attachments", `file name "tool.exe"`)
 	if d["verdict"] != "reject" || d["shadow"] != true {
 		t.Errorf("shadow decision %v", d)

@@ -29,14 +29,6 @@ func spamdHam() string {
 		"Hello Bob,\r\n\r\nshall we have lunch on Tuesday?\r\n\r\nCarol\r\n"
 }
 
-// spamdSend sends one message in a session of its own from src.
-func spamdSend(t *testing.T, src, addr, from, text string) error {
-	t.Helper()
-	c := client(t, src, addr)
-	defer c.Quit()
-	return send(c, from, []string{"bob@example.com"}, text)
-}
-
 // spamdDelivered returns the one message the upstream got from sender
 // (the gateway relays before it answers DATA: no wait needed).
 func spamdDelivered(t *testing.T, up *recorder.Server, from string) string {
@@ -112,7 +104,7 @@ func TestContentSpamd(t *testing.T) {
 `, sd.Addr()))
 
 	t.Run("gtube refused", func(t *testing.T) {
-		err := spamdSend(t, "127.0.7.1", addr, "spammer@example.net", spamdGTUBE)
+		err := sendOne(t, "127.0.7.1", addr, "spammer@example.net", spamdGTUBE)
 		wantCode(t, "GTUBE", err, 550, "5.7.1")
 		msg := err.(*smtp.SMTPError).Message
 		if !strings.HasPrefix(msg, "Message refused as spam (score 100") || !strings.HasSuffix(msg, ")") {
@@ -132,7 +124,7 @@ func TestContentSpamd(t *testing.T) {
 	t.Run("ham delivered with status", func(t *testing.T) {
 		// A forged verdict from the sender is replaced by ours.
 		text := "X-Spam-Status: No, score=-100.0 required=5.0 tests=none\r\nX-Spam-Flag: NO\r\n" + spamdHam()
-		if err := spamdSend(t, "127.0.7.2", addr, "carol@example.net", text); err != nil {
+		if err := sendOne(t, "127.0.7.2", addr, "carol@example.net", text); err != nil {
 			t.Fatal(err)
 		}
 		data := spamdDelivered(t, up, "carol@example.net")
@@ -157,7 +149,7 @@ func TestContentSpamd(t *testing.T) {
 		}
 	})
 	t.Run("allow-listed sender not scored", func(t *testing.T) {
-		if err := spamdSend(t, "127.0.7.3", addr, "trusted@example.net", spamdGTUBE); err != nil {
+		if err := sendOne(t, "127.0.7.3", addr, "trusted@example.net", spamdGTUBE); err != nil {
 			t.Fatalf("GTUBE from an allow-listed sender: %v", err)
 		}
 		data := spamdDelivered(t, up, "trusted@example.net")
@@ -174,7 +166,7 @@ func TestContentSpamd(t *testing.T) {
 		up, addr, _ := plainGateway(t, fmt.Sprintf(`filters:
   spamd: {address: "unix:%s", reject_score: 0, tag_score: 2, timeout: 20s}
 `, sd.Socket()))
-		if err := spamdSend(t, "127.0.7.4", addr, "spammer@example.net", spamdGTUBE); err != nil {
+		if err := sendOne(t, "127.0.7.4", addr, "spammer@example.net", spamdGTUBE); err != nil {
 			t.Fatalf("GTUBE with tag_score only: %v", err)
 		}
 		data := spamdDelivered(t, up, "spammer@example.net")
@@ -196,7 +188,7 @@ func TestContentSpamd(t *testing.T) {
 		up, addr, gw := plainGateway(t, fmt.Sprintf(`filters:
   spamd: {address: %q, reject_score: 10, mode: shadow, timeout: 20s}
 `, sd.Addr()))
-		if err := spamdSend(t, "127.0.7.7", addr, "spammer@example.net", spamdGTUBE); err != nil {
+		if err := sendOne(t, "127.0.7.7", addr, "spammer@example.net", spamdGTUBE); err != nil {
 			t.Fatalf("GTUBE in shadow mode: %v", err)
 		}
 		data := spamdDelivered(t, up, "spammer@example.net")
@@ -214,14 +206,14 @@ func TestContentSpamd(t *testing.T) {
 		// Nothing listens there: on_error decides.
 		dead := freeAddr(t)
 		_, tempAddr, _ := plainGateway(t, fmt.Sprintf("filters:\n  spamd: {address: %q, on_error: tempfail, timeout: 5s}\n", dead))
-		err := spamdSend(t, "127.0.7.5", tempAddr, "carol@example.net", spamdHam())
+		err := sendOne(t, "127.0.7.5", tempAddr, "carol@example.net", spamdHam())
 		wantCode(t, "spamd down, on_error tempfail", err, 451, "4.7.1")
 		if msg := err.(*smtp.SMTPError).Message; msg != "Spam check unavailable, try again later" {
 			t.Errorf("reply text %q", msg)
 		}
 
 		up, accAddr, gw := plainGateway(t, fmt.Sprintf("filters:\n  spamd: {address: %q, on_error: accept, timeout: 5s}\n", dead))
-		if err := spamdSend(t, "127.0.7.6", accAddr, "carol@example.net", spamdHam()); err != nil {
+		if err := sendOne(t, "127.0.7.6", accAddr, "carol@example.net", spamdHam()); err != nil {
 			t.Fatalf("spamd down, on_error accept: %v", err)
 		}
 		if data := spamdDelivered(t, up, "carol@example.net"); strings.Contains(data, "X-Spam-") {

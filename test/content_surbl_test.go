@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"mailgate/internal/dnstest"
 	"mailgate/internal/recorder"
 )
@@ -48,25 +46,6 @@ func surblGateway(t *testing.T, filters string, dnsSetup func(*dnstest.Server)) 
 	return up, addr, startGateway(t, baseConfig(addr, up.Addr(), extra), addr)
 }
 
-// surblSend sends one message from sender in a session of its own.
-func surblSend(t *testing.T, src, addr, from, msg string) error {
-	t.Helper()
-	c := client(t, src, addr)
-	defer c.Quit()
-	return send(c, from, []string{"bob@example.com"}, msg)
-}
-
-// surblRefused fails unless err is the refusal with exactly text, and
-// nothing from sender reached the upstream.
-func surblRefused(t *testing.T, up *recorder.Server, what string, err error, code int, enhanced, text, from string) {
-	t.Helper()
-	wantCode(t, what, err, code, enhanced)
-	if msg := err.(*smtp.SMTPError).Message; msg != text {
-		t.Fatalf("%s: reply %q, want %q", what, msg, text)
-	}
-	stateNotGot(t, up, from)
-}
-
 // surblText is a plain-text message.
 func surblText(from, body string) string {
 	return fmt.Sprintf("From: %s\r\nTo: bob@example.com\r\nSubject: offer\r\nMIME-Version: 1.0\r\n"+
@@ -94,30 +73,30 @@ func TestSURBL(t *testing.T) {
 	t.Parallel()
 	up, addr, g := surblGateway(t, "  surbl: {zones: "+surblZones+"}\n", nil)
 
-	err := surblSend(t, "127.0.6.1", addr, "qp@example.net", surblQPHTML("qp@example.net"))
-	surblRefused(t, up, "HTML href in a quoted-printable part", err, 554, "5.7.1",
+	err := sendOne(t, "127.0.6.1", addr, "qp@example.net", surblQPHTML("qp@example.net"))
+	refusedUndelivered(t, up, "HTML href in a quoted-printable part", err, 554, "5.7.1",
 		"Message refused: URL domain spam-shop.example is listed at multi.surbl.test", "qp@example.net")
 	stateDecision(t, g, "127.0.6.1", "surbl", "listed: spam-shop.example at multi.surbl.test=127.0.0.8")
 
-	err = surblSend(t, "127.0.6.2", addr, "text@example.net",
+	err = sendOne(t, "127.0.6.2", addr, "text@example.net",
 		surblText("text@example.net", "Cheap meds at http://www.pills.example/buy today only!"))
-	surblRefused(t, up, "plain-text URL", err, 554, "5.7.1",
+	refusedUndelivered(t, up, "plain-text URL", err, 554, "5.7.1",
 		"Message refused: URL domain pills.example is listed at black.uribl.test", "text@example.net")
 
-	err = surblSend(t, "127.0.6.3", addr, "ip@example.net",
+	err = sendOne(t, "127.0.6.3", addr, "ip@example.net",
 		surblText("ip@example.net", "Log in to your bank: http://3221225985/login.php"))
-	surblRefused(t, up, "numeric host", err, 554, "5.7.1",
+	refusedUndelivered(t, up, "numeric host", err, 554, "5.7.1",
 		"Message refused: URL domain 192.0.2.1 is listed at multi.surbl.test", "ip@example.net")
 
-	err = surblSend(t, "127.0.6.4", addr, "sub@example.net",
+	err = sendOne(t, "127.0.6.4", addr, "sub@example.net",
 		surblText("sub@example.net", "Details: http://a.b.listed.example/x"))
-	surblRefused(t, up, "host under a listed domain", err, 554, "5.7.1",
+	refusedUndelivered(t, up, "host under a listed domain", err, 554, "5.7.1",
 		"Message refused: URL domain listed.example is listed at multi.surbl.test", "sub@example.net")
 
 	clean := surblText("clean@example.net",
 		"The agenda is at https://intranet.example.org/agenda and http://other-list.example/ (not phishing).\r\n"+
 			"See also www.example.com and report.pdf.")
-	if err := surblSend(t, "127.0.6.5", addr, "clean@example.net", clean); err != nil {
+	if err := sendOne(t, "127.0.6.5", addr, "clean@example.net", clean); err != nil {
 		t.Fatalf("clean message: %v", err)
 	}
 	stateGot(t, up, "clean@example.net", "bob@example.com")
@@ -142,12 +121,12 @@ func TestSURBLDeadList(t *testing.T) {
 			up, addr, g := surblGateway(t,
 				"  surbl: {zones: [{zone: multi.surbl.test}], timeout: 1s, on_dns_error: "+policy+"}\n", dead)
 			start := time.Now()
-			err := surblSend(t, src, addr, from, surblText(from, "See http://spam-shop.example/ now."))
+			err := sendOne(t, src, addr, from, surblText(from, "See http://spam-shop.example/ now."))
 			if d := time.Since(start); d > 3*time.Second {
 				t.Errorf("a dead list held the message %v", d)
 			}
 			if policy == "tempfail" {
-				surblRefused(t, up, "dead list", err, 451, "4.4.3", "URL list lookup failed, try again later", from)
+				refusedUndelivered(t, up, "dead list", err, 451, "4.4.3", "URL list lookup failed, try again later", from)
 				return
 			}
 			if err != nil {
@@ -166,7 +145,7 @@ func TestSURBLScore(t *testing.T) {
 	up, addr, g := surblGateway(t,
 		"  surbl: {zones: "+surblZones+", action: score, score: 3}\n  scoring: {reject: 5, tag: 1}\n", nil)
 	from := "score@example.net"
-	if err := surblSend(t, "127.0.6.20", addr, from, surblText(from, "http://pills.example/")); err != nil {
+	if err := sendOne(t, "127.0.6.20", addr, from, surblText(from, "http://pills.example/")); err != nil {
 		t.Fatalf("scored message: %v", err)
 	}
 	stateGot(t, up, from, "bob@example.com")

@@ -294,6 +294,26 @@ func wantCode(t *testing.T, what string, err error, code int, enhanced string) {
 	}
 }
 
+// sendOne sends one message from sender to bob@example.com in a session
+// of its own from src, and returns the first error.
+func sendOne(t *testing.T, src, addr, from, msg string) error {
+	t.Helper()
+	c := client(t, src, addr)
+	defer c.Quit()
+	return send(c, from, []string{"bob@example.com"}, msg)
+}
+
+// refusedUndelivered fails unless err is a refusal with code, enhanced
+// code and exactly text, and nothing from sender reached the upstream.
+func refusedUndelivered(t *testing.T, up *recorder.Server, what string, err error, code int, enhanced, text, from string) {
+	t.Helper()
+	wantCode(t, what, err, code, enhanced)
+	if msg := err.(*smtp.SMTPError).Message; msg != text {
+		t.Fatalf("%s: reply text %q, want %q", what, msg, text)
+	}
+	stateNotGot(t, up, from)
+}
+
 // send delivers one message with go-smtp's client and returns the first
 // error (MAIL, RCPT or DATA).
 func send(c *smtp.Client, from string, to []string, body string) error {
