@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"sync"
+
+	"mailgate/internal/rawbody"
 )
 
 // MessageReader returns the received message as it will go upstream,
@@ -48,7 +50,7 @@ func dropFields(br *bufio.Reader, w io.Writer, drop func(string, []byte) bool) e
 		if len(field) == 0 {
 			return nil
 		}
-		name := fieldName(field)
+		name := rawbody.FieldName(field)
 		var err error
 		if name == "" || !drop(name, field) {
 			_, err = w.Write(field)
@@ -82,7 +84,7 @@ func dropFields(br *bufio.Reader, w io.Writer, drop func(string, []byte) bool) e
 				if _, werr := w.Write(line); werr != nil {
 					return werr
 				}
-			case bytes.Equal(line, []byte("\r\n")) || bytes.Equal(line, []byte("\n")) || fieldName(line) == "":
+			case bytes.Equal(line, []byte("\r\n")) || bytes.Equal(line, []byte("\n")) || rawbody.FieldName(line) == "":
 				// End of the header (or not a header at all): the rest
 				// is copied as it is.
 				if ferr := flush(); ferr != nil {
@@ -112,27 +114,4 @@ func dropFields(br *bufio.Reader, w io.Writer, drop func(string, []byte) bool) e
 			return err
 		}
 	}
-}
-
-// fieldName returns the name of a header field line ("" if the line is
-// not a field: no colon, or characters a field name cannot have). White
-// space before the colon is the obsolete syntax of RFC 5322 §4.5
-// ("Name : value"), which mail software still reads as a field: it must
-// not end the header here, or every field after it would escape the
-// rules.
-func fieldName(line []byte) string {
-	i := bytes.IndexByte(line, ':')
-	if i <= 0 {
-		return ""
-	}
-	name := bytes.TrimRight(line[:i], " \t")
-	if len(name) == 0 {
-		return ""
-	}
-	for _, c := range name {
-		if c <= ' ' || c > '~' {
-			return ""
-		}
-	}
-	return string(name)
 }

@@ -103,7 +103,7 @@ func Body(msg []byte) []byte {
 		if len(trimmed) == 0 {
 			return rest[len(line):]
 		}
-		if line[0] != ' ' && line[0] != '\t' && !isField(trimmed) {
+		if line[0] != ' ' && line[0] != '\t' && FieldName(trimmed) == "" {
 			return rest
 		}
 		rest = rest[len(line):]
@@ -111,18 +111,26 @@ func Body(msg []byte) []byte {
 	return nil
 }
 
-// isField reports whether a line starts a header field "Name:".
-func isField(line []byte) bool {
+// FieldName returns the name of the header field a line starts, or "" if
+// the line is not a field (no colon, or characters a field name cannot
+// have). White space before the colon is the obsolete syntax of RFC 5322
+// §4.5 ("Name : value"), which mail software still reads as a field: it
+// must not end a header, or every field after it would escape the rules.
+func FieldName(line []byte) string {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
-		return false
+		return ""
 	}
-	for _, c := range bytes.TrimRight(line[:i], " \t") {
+	name := bytes.TrimRight(line[:i], " \t")
+	if len(name) == 0 {
+		return ""
+	}
+	for _, c := range name {
 		if c <= ' ' || c > '~' {
-			return false
+			return ""
 		}
 	}
-	return true
+	return string(name)
 }
 
 // QPDecode undoes quoted-printable: "=" at the end of a line (a soft
