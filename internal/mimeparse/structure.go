@@ -78,18 +78,11 @@ type scanner struct {
 	done    bool   // the outermost multipart is closed: the rest is epilogue
 }
 
-// multipartBoundary returns the boundary of a header section if its body
-// is a multipart: a multipart/* type with a boundary (a part of another
-// type with a boundary parameter is a leaf, as mail clients read it).
-// hdr is the raw header section.
-func multipartBoundary(hdr []byte) string {
-	b, _ := multipartType(hdr)
-	return b
-}
-
-// multipartType is multipartBoundary, and whether the multipart is a
-// multipart/digest, whose parts are messages unless they say otherwise
-// (RFC 2046 §5.1.5).
+// multipartType returns the boundary of a header section if its body is
+// a multipart: a multipart/* type with a boundary (a part of another type
+// with a boundary parameter is a leaf, as mail clients read it); and
+// whether it is a multipart/digest, whose parts are messages unless they
+// say otherwise (RFC 2046 §5.1.5). hdr is the raw header section.
 func multipartType(hdr []byte) (boundary string, digest bool) {
 	if !containsFold(hdr, "multipart/") {
 		// Most messages: no multipart type to find, nothing to parse.
@@ -157,7 +150,7 @@ func (s *scanner) endPart(off int64) {
 	case inPartHeader:
 		// A header cut short: a leaf with no body, or a multipart with
 		// nothing in it.
-		if multipartBoundary(s.hdr) == "" {
+		if b, _ := multipartType(s.hdr); b == "" {
 			s.cur.hdrEnd, s.cur.noSeparator = off, true
 			s.cur.bodyStart, s.cur.bodyEnd = off, off
 			s.leaves = append(s.leaves, s.cur)
