@@ -54,26 +54,33 @@ func FuzzSession(f *testing.F) {
 			GreetingTimeout: time.Second, CommandTimeout: time.Second, DataTimeout: 2 * time.Second,
 		}, func(ConnInfo) Handler { return acceptAll{} }, log)
 		client, server := net.Pipe()
-		c := newConn(srv, server)
-		done := make(chan struct{})
-		go func() { c.serve(); close(done) }()
-
-		var out bytes.Buffer
-		readDone := make(chan struct{})
-		go func() { io.Copy(&out, client); close(readDone) }()
-		client.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		client.Write(in)
-		client.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("session did not end after the client left; input %q", in)
-		}
-		<-readDone
-		for _, line := range bytes.Split(bytes.TrimSuffix(out.Bytes(), []byte("\r\n")), []byte("\r\n")) {
+		out := pipeSession(t, newConn(srv, server), client, in)
+		for _, line := range bytes.Split(bytes.TrimSuffix(out, []byte("\r\n")), []byte("\r\n")) {
 			if len(line) < 4 || line[0] < '2' || line[0] > '5' || line[3] != ' ' && line[3] != '-' {
 				t.Fatalf("malformed reply line %q for input %q", line, in)
 			}
 		}
 	})
+}
+
+// pipeSession serves c, writes in from the client end of its pipe, closes
+// it and returns all the server wrote; it fails if the session does not
+// end once the client has left.
+func pipeSession(t *testing.T, c *conn, client net.Conn, in []byte) []byte {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { c.serve(); close(done) }()
+	var out bytes.Buffer
+	readDone := make(chan struct{})
+	go func() { io.Copy(&out, client); close(readDone) }()
+	client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	client.Write(in)
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("session did not end after the client left; input %q", in)
+	}
+	<-readDone
+	return out.Bytes()
 }

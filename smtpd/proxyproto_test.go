@@ -415,32 +415,18 @@ func FuzzProxyHeader(f *testing.F) {
 			GreetingTimeout: time.Second, CommandTimeout: time.Second, DataTimeout: time.Second, Proxy: pc},
 			func(info ConnInfo) Handler { infos <- info; return acceptAll{} }, slog.New(slog.DiscardHandler))
 		client, server := net.Pipe()
-		c := newConn(srv, addrConn{Conn: server, remote: tcpAddr("127.0.0.1:40000"), local: tcpAddr("127.0.0.1:25")})
-		done := make(chan struct{})
-		go func() { c.serve(); close(done) }()
-		var out bytes.Buffer
-		readDone := make(chan struct{})
-		go func() { io.Copy(&out, client); close(readDone) }()
-		client.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		client.Write(in)
-		client.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("session did not end; input %q", in)
-		}
-		<-readDone
+		out := pipeSession(t, newConn(srv, addrConn{Conn: server, remote: tcpAddr("127.0.0.1:40000"), local: tcpAddr("127.0.0.1:25")}), client, in)
 		select {
 		case info := <-infos:
 			if !info.Remote.Addr().IsValid() || info.Remote.Addr().Is4In6() {
 				t.Fatalf("session with client address %v from %q", info.Remote, in)
 			}
-			if out.Len() > 0 && !bytes.HasPrefix(out.Bytes(), []byte("220 ")) {
-				t.Fatalf("session started with %q", out.Bytes())
+			if len(out) > 0 && !bytes.HasPrefix(out, []byte("220 ")) {
+				t.Fatalf("session started with %q", out)
 			}
 		default:
-			if out.Len() != 0 {
-				t.Fatalf("refused connection got %q", out.Bytes())
+			if len(out) != 0 {
+				t.Fatalf("refused connection got %q", out)
 			}
 		}
 	})
